@@ -1,0 +1,293 @@
+"""Adaptive normalisation: softmax, sparsemax and α-entmax with closed-form backward.
+
+Kernel view (SPEC §1): α-entmax with α = 1 + 1/n is the n-weight kernel
+``(1 - u²)_+^n`` whose bandwidth adapts per query so the weights sum to one; α = 2 is
+Epanechnikov (sparsemax), α = 1.5 biweight, α = 4/3 triweight, α → 1 the Gaussian
+(softmax).
+
+Every function takes scores like ``torch.softmax(x, dim)``. ``-inf`` entries are masked;
+a fully masked row returns zeros with zero gradient. Half-precision input is solved in
+float32 and returned in the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_alpha, check_scores, compute_dtype
+from .threshold import entmax15_threshold, entmax_from_threshold, entmax_threshold, sparsemax_threshold
+
+__all__ = [
+    "softmax", "sparsemax", "entmax15", "entmax", "entmax_backward",
+    "Softmax", "Sparsemax", "Entmax15", "Entmax",
+]
+
+
+def _to_last(x: Tensor, dim: int) -> Tensor:
+    return x if dim == x.dim() - 1 else x.transpose(dim, -1)
+
+
+def masked_softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """``torch.softmax`` that returns zeros (not NaN) on fully masked rows. No checks."""
+    dead = torch.isneginf(x).all(dim=dim, keepdim=True)
+    if not bool(dead.any()):
+        return torch.softmax(x, dim=dim)
+    p = torch.softmax(x.masked_fill(dead, 0.0), dim=dim)
+    return p.masked_fill(dead, 0.0)
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """Softmax (Gaussian kernel, α = 1) with masked-row safety.
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        dim: dimension to normalise over.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype; fully masked rows are zeros.
+    """
+    dim = check_scores(x, dim)
+    return masked_softmax(x, dim)
+
+
+def entmax_backward(p: Tensor, grad: Tensor, alpha: float | Tensor, dim: int = -1) -> Tensor:
+    """Closed-form vector-Jacobian product of α-entmax from its output only.
+
+    ``dz = g ⊙ (dp - Σ(g ⊙ dp) / Σ g)`` with ``g = p^(2-α)`` on the support and 0 off it
+    (``g = 1[p > 0]`` for sparsemax). Rows with empty support get zero gradient.
+
+    Args:
+        p: entmax output (float32/float64), any shape.
+        grad: upstream gradient, same shape as ``p``.
+        alpha: float or tensor broadcastable to ``p``.
+        dim: the normalised dimension.
+    """
+    if isinstance(alpha, Tensor) or alpha != 2.0:
+        g = torch.where(p > 0, p.pow(2 - alpha), torch.zeros_like(p))
+    else:
+        g = (p > 0).to(p.dtype)
+    gsum = g.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    dgrad = (g * grad).sum(dim=dim, keepdim=True) / gsum
+    return g * (grad - dgrad)
+
+
+def _alpha_grad(p: Tensor, grad: Tensor, alpha: Tensor, dim: int) -> Tensor:
+    """Gradient of the loss w.r.t. α, per row (shape of p with ``dim`` reduced to 1).
+
+    With β = 1/(α-1), ĝ = g/Σg and H = Σ p log p:
+    dL/dα = β² Σ dp (p - ĝ) - β Σ dp (p log p - ĝ H).
+    Rows with α = 1 (softmax) get zero.
+    """
+    am1 = (alpha - 1).clamp_min(torch.finfo(p.dtype).eps)
+    beta = 1.0 / am1
+    g = torch.where(p > 0, p.pow(2 - alpha), torch.zeros_like(p))
+    ghat = g / g.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    plogp = torch.where(p > 0, p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
+    ent = plogp.sum(dim=dim, keepdim=True)
+    da = beta * beta * (grad * (p - ghat)).sum(dim=dim, keepdim=True)
+    da = da - beta * (grad * (plogp - ghat * ent)).sum(dim=dim, keepdim=True)
+    return torch.where(alpha > 1, da, torch.zeros_like(da))
+
+
+def _solve(xc: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
+    """Forward α-entmax in the compute dtype (α may be a tensor with α=1 rows)."""
+    if isinstance(alpha, Tensor) and alpha.dim() == 0:
+        alpha = alpha.item()
+    if not isinstance(alpha, Tensor):
+        if alpha == 1.0:
+            return masked_softmax(xc, dim)
+        xl = _to_last(xc, dim)
+        if alpha == 2.0:
+            tau, _ = sparsemax_threshold(xl)
+            p = (xl - tau).clamp_min(0)
+        elif alpha == 1.5:
+            tau, _ = entmax15_threshold(xl)
+            p = (xl / 2 - tau).clamp_min(0).square()
+        else:
+            tau, _ = entmax_threshold(xl, alpha)
+            p = entmax_from_threshold(xl, tau, alpha)
+            # Newton stops at |Σp - 1| <= tol; renormalising makes the sum exact.
+            p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        return _to_last(p, dim)
+    xl = _to_last(xc, dim)
+    a = _to_last(alpha.to(xc.dtype), dim).expand(*xl.shape[:-1], 1)
+    is_soft = a == 1
+    a_safe = torch.where(is_soft, torch.full_like(a, 2.0), a)
+    tau, _ = entmax_threshold(xl, a_safe)
+    p = entmax_from_threshold(xl, tau, a_safe)
+    p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    if bool(is_soft.any()):
+        p = torch.where(is_soft, masked_softmax(xl, -1), p)
+    return _to_last(p, dim)
+
+
+class EntmaxFunction(torch.autograd.Function):
+    """α-entmax with closed-form backward for x and (tensor) α; saves only the output."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
+        cdt = compute_dtype(x)
+        p = _solve(x.to(cdt), alpha, dim)
+        ctx.dim = dim
+        ctx.alpha_is_tensor = isinstance(alpha, Tensor)
+        if ctx.alpha_is_tensor:
+            ctx.save_for_backward(p, alpha)
+        else:
+            ctx.alpha = float(alpha)
+            ctx.save_for_backward(p)
+        return p.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        dim = ctx.dim
+        if ctx.alpha_is_tensor:
+            p, alpha_t = ctx.saved_tensors
+            alpha = alpha_t.to(p.dtype)
+        else:
+            (p,) = ctx.saved_tensors
+            alpha = ctx.alpha
+        gp = grad.to(p.dtype)
+        if not isinstance(alpha, Tensor) and alpha == 1.0:
+            dx = p * (gp - (p * gp).sum(dim=dim, keepdim=True))
+        else:
+            dx = entmax_backward(p, gp, alpha, dim)
+            if isinstance(alpha, Tensor) and bool((alpha == 1).any()):
+                soft = p * (gp - (p * gp).sum(dim=dim, keepdim=True))
+                dx = torch.where(alpha == 1, soft, dx)
+        dalpha = None
+        if ctx.alpha_is_tensor and ctx.needs_input_grad[1]:
+            da = _alpha_grad(p, gp, alpha, dim)
+            # Reduce over the dims along which α was broadcast.
+            shape = alpha_t.shape
+            if alpha_t.dim() == 0:
+                da = da.sum()
+            else:
+                red = [i for i, (s, t) in enumerate(zip(shape, da.shape)) if s == 1 and t != 1]
+                if red:
+                    da = da.sum(dim=red, keepdim=True)
+            dalpha = da.to(alpha_t.dtype)
+        return dx.to(grad.dtype), dalpha, None
+
+
+def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
+    """α-entmax: ``p_i = [(α-1) x_i - τ]_+^{1/(α-1)}`` with ``τ`` making ``Σ p = 1``.
+
+    α = 1 is softmax, α = 2 sparsemax; α = 1 + 1/n is the n-weight compact kernel under
+    adaptive normalisation. α = 2 and 1.5 use exact sort-based thresholds; other α a
+    safeguarded Newton root finder (a few passes to float tolerance).
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        alpha: float >= 1, or a tensor >= 1 with ``x.dim()`` dims, size 1 on ``dim`` and
+            broadcastable to ``x`` (e.g. ``(1, H, 1, 1)`` for one α per head); a tensor
+            with ``requires_grad`` receives a gradient.
+        dim: dimension to normalise over.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype, non-negative, summing to one along ``dim``
+        (zeros on fully masked rows).
+    """
+    dim = check_scores(x, dim)
+    alpha = check_alpha(alpha, x, dim)
+    return EntmaxFunction.apply(x, alpha, dim)
+
+
+def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
+    """Sparsemax = 2-entmax (Epanechnikov kernel, adaptive): Euclidean projection onto the simplex.
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        dim: dimension to normalise over.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype.
+    """
+    dim = check_scores(x, dim)
+    return EntmaxFunction.apply(x, 2.0, dim)
+
+
+def entmax15(x: Tensor, dim: int = -1) -> Tensor:
+    """1.5-entmax (biweight kernel, adaptive), exact sort-based threshold.
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        dim: dimension to normalise over.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype.
+    """
+    dim = check_scores(x, dim)
+    return EntmaxFunction.apply(x, 1.5, dim)
+
+
+class Softmax(nn.Module):
+    """Module form of :func:`softmax`."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return softmax(x, self.dim)
+
+
+class Sparsemax(nn.Module):
+    """Module form of :func:`sparsemax`."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sparsemax(x, self.dim)
+
+
+class Entmax15(nn.Module):
+    """Module form of :func:`entmax15`."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return entmax15(x, self.dim)
+
+
+class Entmax(nn.Module):
+    """Module form of :func:`entmax`, optionally with a learnable α.
+
+    Args:
+        alpha: initial α (float >= 1) or a tensor of per-row α (e.g. ``(1, H, 1, 1)``).
+        dim: dimension to normalise over.
+        learnable: make α an ``nn.Parameter``; it is kept >= 1 by parametrising
+            ``α = 1 + softplus(θ)`` so gradient steps cannot leave the valid range.
+    """
+
+    def __init__(self, alpha: float | Tensor = 1.5, dim: int = -1, learnable: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.learnable = learnable
+        a = torch.as_tensor(alpha, dtype=torch.float32)
+        if (a < 1).any():
+            raise ValueError(f"alpha must be >= 1, got {alpha}")
+        if learnable:
+            # inverse softplus of (α - 1), guarded so α = 1 stays finite
+            am1 = (a - 1).clamp_min(1e-4)
+            self.theta = nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))
+        else:
+            self.register_buffer("_alpha", a)
+
+    @property
+    def alpha(self) -> Tensor:
+        if self.learnable:
+            return 1 + nn.functional.softplus(self.theta)
+        return self._alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.alpha
+        if a.dim() == 0 and not self.learnable:
+            return entmax(x, float(a), self.dim)
+        if a.dim() == 0:
+            a = a.reshape([1] * x.dim())
+        return entmax(x, a, self.dim)

@@ -1,0 +1,117 @@
+"""Fixed normalisation: compact kernels with a given bandwidth, normalised by their sum.
+
+The n-weight kernel ``(1 - u²)_+^n`` with ``u = ||q - k|| / h`` becomes, in terms of the
+score ``s = q·k``, ``relu(a·s + b)^n`` with ``a = 2/h²`` and
+``b = 1 - (||q||² + ||k||²)/h²`` (``b = 1 - 2/h²`` for unit vectors) — SPEC §1. Unlike
+entmax, nothing guarantees a key inside the support: such a row returns **zeros** (and
+zero gradient). That is the documented fallback; it is what Nadaraya–Watson with an
+empty neighbourhood gives when the estimate is defined as 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_positive_int, check_scores, compute_dtype
+
+__all__ = ["normalized_relu", "relumax", "kernel_affine", "NormalizedReLU", "ReLUMax"]
+
+
+def kernel_affine(bandwidth: float, sq_norm: float | Tensor = 2.0) -> tuple[float, float | Tensor]:
+    """Map a kernel bandwidth ``h`` to the ``(scale, bias)`` of :func:`normalized_relu`.
+
+    Args:
+        bandwidth: ``h > 0``.
+        sq_norm: ``||q||² + ||k||²`` (2 for unit vectors); a tensor broadcastable to the
+            scores for general vectors.
+
+    Returns:
+        ``(2/h², 1 - sq_norm/h²)``.
+    """
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+    h2 = float(bandwidth) ** 2
+    return 2.0 / h2, 1.0 - sq_norm / h2
+
+
+def _safe_normalize(w: Tensor, dim: int) -> Tensor:
+    denom = w.sum(dim=dim, keepdim=True)
+    return w / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
+                    bias: float | Tensor = 0.0) -> Tensor:
+    """Normalised ReLUⁿ: ``w ∝ relu(scale·x + bias)^n`` (n-weight kernel, fixed bandwidth).
+
+    Use :func:`kernel_affine` to get ``scale``/``bias`` from a bandwidth.
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        n: kernel order (1 Epanechnikov, 2 biweight, 3 triweight, ...), integer >= 1.
+        dim: dimension to normalise over.
+        scale: ``a > 0``.
+        bias: ``b``, a float or a tensor broadcastable to ``x`` (e.g. per-key norms).
+
+    Returns:
+        Tensor of ``x``'s shape and dtype; rows with no entry in the support are zeros.
+    """
+    dim = check_scores(x, dim)
+    n = check_positive_int(n, "n", " (kernel order: 1 = Epanechnikov, 2 = biweight, 3 = triweight)")
+    if not float(scale) > 0:
+        raise ValueError(f"scale must be > 0 (it is 2/h² for bandwidth h), got {scale}")
+    cdt = compute_dtype(x)
+    xc = x.to(cdt)
+    if isinstance(bias, Tensor):
+        bias = bias.to(cdt)
+    # -inf * scale + bias = -inf -> relu gives 0, so masking needs no special case.
+    w = torch.relu(xc * scale + bias)
+    if n > 1:
+        w = w.pow(n)
+    return _safe_normalize(w, dim).to(x.dtype)
+
+
+def relumax(x: Tensor, dim: int = -1, temperature: float = 1.0) -> Tensor:
+    """ReLU-max: ``w ∝ relu((x - max x)/temperature + 1)``.
+
+    The row maximum always has weight 1 before normalising, so the support is never
+    empty (except on fully masked rows, which return zeros).
+
+    Args:
+        x: scores of any shape; ``-inf`` = masked.
+        dim: dimension to normalise over.
+        temperature: ``h² > 0``; larger keeps more entries.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype.
+    """
+    dim = check_scores(x, dim)
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    xc = x.to(compute_dtype(x))
+    mx = xc.amax(dim=dim, keepdim=True)
+    mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx).detach()
+    w = torch.relu((xc - mx) / temperature + 1)
+    return _safe_normalize(w, dim).to(x.dtype)
+
+
+class NormalizedReLU(nn.Module):
+    """Module form of :func:`normalized_relu`."""
+
+    def __init__(self, n: int = 1, dim: int = -1, scale: float = 1.0, bias: float = 0.0):
+        super().__init__()
+        self.n, self.dim, self.scale, self.bias = n, dim, scale, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return normalized_relu(x, self.n, self.dim, self.scale, self.bias)
+
+
+class ReLUMax(nn.Module):
+    """Module form of :func:`relumax`."""
+
+    def __init__(self, dim: int = -1, temperature: float = 1.0):
+        super().__init__()
+        self.dim, self.temperature = dim, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        return relumax(x, self.dim, self.temperature)
