@@ -28,6 +28,11 @@ def _to_last(x: Tensor, dim: int) -> Tensor:
     return x if dim == x.dim() - 1 else x.transpose(dim, -1)
 
 
+def _shift_max(x: Tensor) -> Tensor:
+    mx = x.amax(dim=-1, keepdim=True)
+    return x - torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx)
+
+
 def masked_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """``torch.softmax`` that returns zeros (not NaN) on fully masked rows. No checks."""
     dead = torch.isneginf(x).all(dim=dim, keepdim=True)
@@ -97,7 +102,9 @@ def _solve(xc: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
     if not isinstance(alpha, Tensor):
         if alpha == 1.0:
             return masked_softmax(xc, dim)
-        xl = _to_last(xc, dim)
+        # Shift by the row max here so p is rebuilt from small numbers: with scores of
+        # magnitude 1e4 in float32, x - (max + τ) would lose ~1e-3 to rounding.
+        xl = _shift_max(_to_last(xc, dim))
         if alpha == 2.0:
             tau, _ = sparsemax_threshold(xl)
             p = (xl - tau).clamp_min(0)
@@ -110,7 +117,7 @@ def _solve(xc: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
             # Newton stops at |Σp - 1| <= tol; renormalising makes the sum exact.
             p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
         return _to_last(p, dim)
-    xl = _to_last(xc, dim)
+    xl = _shift_max(_to_last(xc, dim))
     a = _to_last(alpha.to(xc.dtype), dim).expand(*xl.shape[:-1], 1)
     is_soft = a == 1
     a_safe = torch.where(is_soft, torch.full_like(a, 2.0), a)

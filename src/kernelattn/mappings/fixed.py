@@ -90,7 +90,7 @@ def relumax(x: Tensor, dim: int = -1, temperature: float = 1.0) -> Tensor:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     xc = x.to(compute_dtype(x))
     mx = xc.amax(dim=dim, keepdim=True)
-    mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx).detach()
+    mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx)
     w = torch.relu((xc - mx) / temperature + 1)
     return _safe_normalize(w, dim).to(x.dtype)
 

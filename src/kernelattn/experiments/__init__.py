@@ -1,0 +1,1 @@
+"""Experiments: runnable studies built on the library's layers below."""
