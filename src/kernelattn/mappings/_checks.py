@@ -25,10 +25,13 @@ def check_scores(x: Tensor, dim: int, name: str = "x") -> int:
     if not -x.dim() <= dim < x.dim():
         raise ValueError(f"dim={dim} is out of range for {name} with {x.dim()} dimensions "
                          f"(valid: {-x.dim()} .. {x.dim() - 1})")
-    if torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN scores; use -inf to mask entries instead")
-    if torch.isposinf(x).any():
-        raise ValueError(f"{name} contains +inf scores; scores must be finite or -inf (masked)")
+    if x.numel():
+        # One reduction finds both: max propagates NaN, and is +inf iff some entry is.
+        top = x.detach().amax()
+        if torch.isnan(top):
+            raise ValueError(f"{name} contains NaN scores; use -inf to mask entries instead")
+        if torch.isposinf(top):
+            raise ValueError(f"{name} contains +inf scores; scores must be finite or -inf (masked)")
     return dim % x.dim()
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_alpha, check_scores, compute_dtype
-from .threshold import entmax15_threshold, entmax_from_threshold, entmax_threshold, sparsemax_threshold
+from .threshold import entmax_from_threshold, entmax_threshold
 
 __all__ = [
     "softmax", "sparsemax", "entmax15", "entmax", "entmax_backward",
@@ -68,10 +68,16 @@ def entmax_backward(p: Tensor, grad: Tensor, alpha: float | Tensor, dim: int = -
         alpha: float or tensor broadcastable to ``p``.
         dim: the normalised dimension.
     """
-    if isinstance(alpha, Tensor) or alpha != 2.0:
+    if isinstance(alpha, Tensor):
         g = torch.where(p > 0, p.pow(2 - alpha), torch.zeros_like(p))
+    elif alpha == 2.0:
+        g = p.sign()
+    elif alpha == 1.5:
+        g = p.sqrt()
+    elif alpha < 2.0:  # positive exponent keeps zeros at zero
+        g = p.pow(2 - alpha)
     else:
-        g = (p > 0).to(p.dtype)
+        g = torch.where(p > 0, p.pow(2 - alpha), torch.zeros_like(p))
     gsum = g.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
     dgrad = (g * grad).sum(dim=dim, keepdim=True) / gsum
     return g * (grad - dgrad)
@@ -105,14 +111,12 @@ def _solve(xc: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
         # Shift by the row max here so p is rebuilt from small numbers: with scores of
         # magnitude 1e4 in float32, x - (max + τ) would lose ~1e-3 to rounding.
         xl = _shift_max(_to_last(xc, dim))
+        tau, _ = entmax_threshold(xl, alpha)
         if alpha == 2.0:
-            tau, _ = sparsemax_threshold(xl)
             p = (xl - tau).clamp_min(0)
         elif alpha == 1.5:
-            tau, _ = entmax15_threshold(xl)
             p = (xl / 2 - tau).clamp_min(0).square()
         else:
-            tau, _ = entmax_threshold(xl, alpha)
             p = entmax_from_threshold(xl, tau, alpha)
             # Newton stops at |Σp - 1| <= tol; renormalising makes the sum exact.
             p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)

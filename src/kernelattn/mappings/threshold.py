@@ -12,11 +12,13 @@ Conventions shared by all routines:
 * Scores are shifted by the row maximum first, so magnitudes like 1e4 are harmless.
 * Work happens in the dtype given; callers pass float32 (or float64) scores.
 
-Exact sort-based solutions exist for α = 2 (sparsemax) and α = 1.5; any other α uses a
-safeguarded Newton iteration on ``φ(τ) = ||[X - τ]_+||_m`` (``m = 1/(α-1)``), which is
+Exact sort-based solutions exist for α = 2 (sparsemax) and α = 1.5
+(:func:`sparsemax_threshold`, :func:`entmax15_threshold`). :func:`entmax_threshold`
+handles any α with a safeguarded Newton iteration on ``φ(τ) = ||[X - τ]_+||_m`` (``m = 1/(α-1)``), which is
 convex and nearly linear in ``τ`` far from the root, so Newton converges in a handful of
 passes from the lower bound ``τ = -1``; a bisection step is taken whenever Newton leaves
-the bracket.
+the bracket. For α = 2 and 1.5 it finishes with the closed-form τ on the support it
+found, which makes it exact and several times faster than sorting (no O(n log n) sort).
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def entmax_threshold(
 ) -> tuple[Tensor, int]:
     """α-entmax threshold for any α > 1 along the last dim, by safeguarded Newton.
 
+    Newton runs on ``φ(τ) = ||[X - τ]_+||_m - 1`` (``X = (α-1)(x - max x)``,
+    ``m = 1/(α-1)``), starting from the lower bound ``τ = -1``; a step that leaves the
+    bracket ``[lo, hi]`` is replaced by bisection. For α = 2 and α = 1.5 the support
+    found this way then gives ``τ`` in closed form (the same formula the sort-based
+    solution evaluates), so those are exact, without sorting.
+
     Args:
         x: scores ``(..., n)``; ``-inf`` = masked.
         alpha: a float > 1 or a tensor ``(..., 1)`` broadcastable to ``x`` (all > 1).
@@ -114,28 +122,42 @@ def entmax_threshold(
         passes used.
     """
     tol = _default_tol(x.dtype) if tol is None else tol
-    z, mx, dead, n_fin = _shift(x)
+    mx = x.amax(dim=-1, keepdim=True)
+    dead = torch.isneginf(mx)
+    mx = torch.where(dead, torch.zeros_like(mx), mx)
     am1 = alpha - 1
     if isinstance(am1, Tensor):
         am1 = am1.to(x.dtype)
-    X = z * am1  # max entry is 0, masked stay -inf
+    X = (x - mx) * am1  # max entry is 0, masked stay -inf
     m = 1.0 / am1
     int_m = None
     if not isinstance(m, Tensor) and abs(m - round(m)) < 1e-9:
         int_m = int(round(m))
-    # Bracket: f(-1) >= 0 (the max alone gives 1); f(-(1/n)^(α-1)) <= 0.
+    # Bracket: f(-1) >= 0 (the max alone gives 1), f(0) = -1.
     lo = torch.full_like(mx, -1.0)
-    hi = -(1.0 / n_fin.clamp_min(1).to(x.dtype)) ** am1
+    hi = torch.zeros_like(mx)
     tau = lo.clone()
+    tiny = torch.finfo(x.dtype).tiny
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        u = (X - tau).clamp_min(0)
-        if int_m is not None:
-            um1 = u.pow(int_m - 1) if int_m > 1 else (u > 0).to(u.dtype)
+        u = (X - tau).clamp_min_(0)
+        if int_m == 1:  # sign(u) is the support indicator, without a bool -> float copy
+            s_m, s_m1 = u.sum(dim=-1, keepdim=True), u.sign().sum(dim=-1, keepdim=True)
+        elif int_m == 2:
+            s_m, s_m1 = (u * u).sum(dim=-1, keepdim=True), u.sum(dim=-1, keepdim=True)
         else:
-            um1 = torch.where(u > 0, u.pow(m - 1), torch.zeros_like(u))
-        s_m = (um1 * u).sum(dim=-1, keepdim=True)
-        s_m1 = um1.sum(dim=-1, keepdim=True)
+            if int_m is not None and int_m <= 4:  # repeated products beat pow()
+                um1 = u * u if int_m > 2 else u
+                for _ in range(int_m - 3):
+                    um1 = um1 * u
+            elif int_m is not None:
+                um1 = u.pow(int_m - 1)
+            elif not isinstance(m, Tensor) and m > 1:  # positive exponent: 0 stays 0
+                um1 = u.pow(m - 1)
+            else:
+                um1 = torch.where(u > 0, u.pow(m - 1), torch.zeros_like(u))
+            s_m = (um1 * u).sum(dim=-1, keepdim=True)
+            s_m1 = um1.sum(dim=-1, keepdim=True)
         f = s_m - 1
         done = (f.abs() <= tol) | dead
         if bool(done.all()):
@@ -143,13 +165,26 @@ def entmax_threshold(
         lo = torch.where(f > 0, tau, lo)
         hi = torch.where(f < 0, tau, hi)
         phi = s_m.pow(am1)  # ||u||_m
-        step = (phi - 1) * s_m / (phi * s_m1).clamp_min(torch.finfo(x.dtype).tiny)
-        newton = tau + step
+        newton = tau + (phi - 1) * s_m / (phi * s_m1).clamp_min(tiny)
         ok = (newton > lo) & (newton < hi) & (s_m1 > 0)
-        new_tau = torch.where(ok, newton, (lo + hi) / 2)
-        tau = torch.where(done, tau, new_tau)
+        tau = torch.where(done, tau, torch.where(ok, newton, (lo + hi) / 2))
+    if int_m in (1, 2):
+        tau = _closed_form_on_support(X, tau, int_m)
     tau = torch.where(dead, torch.full_like(tau, float("inf")), tau + mx * am1)
     return tau, n_iter
+
+
+def _closed_form_on_support(X: Tensor, tau: Tensor, m: int) -> Tensor:
+    """Exact τ given the support ``{X > τ}`` (m = 1: sparsemax, m = 2: 1.5-entmax)."""
+    ind = (X - tau).clamp_min_(0).sign_()
+    k = ind.sum(dim=-1, keepdim=True).clamp_min(1)
+    Xs = torch.nan_to_num_(X * ind, nan=0.0)  # masked: -inf * 0 = nan -> 0
+    s1 = Xs.sum(dim=-1, keepdim=True)
+    if m == 1:
+        return (s1 - 1) / k
+    s2 = (Xs * Xs).sum(dim=-1, keepdim=True)
+    mean = s1 / k
+    return mean - torch.sqrt(((1 - (s2 - s1 * mean)) / k).clamp_min(0))
 
 
 def entmax_from_threshold(x: Tensor, tau: Tensor, alpha: float | Tensor) -> Tensor:

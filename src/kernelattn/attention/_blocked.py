@@ -1,0 +1,394 @@
+"""The blocked attention path: exact kernel attention in memory linear in the sequence.
+
+Queries are processed in blocks of rows; each block meets every admissible key at once
+(``(B, H, rows, keys)`` scores, never ``(T × T)``), its threshold is found by the
+in-place solvers of :mod:`._solver`, and only one threshold per query row (plus two
+row sums) is kept for the backward pass, which rebuilds each block's weights from the
+scores and that threshold and applies the closed-form entmax Jacobian:
+
+    dS = g ⊙ (dP - (Σ g⊙dP) / Σ g),   g = p^{2-α} on the support,   dP = dO Vᵀ.
+
+Mappings without a closed form here (fixed normalisation, ReLU-max, top-k) go through
+the same block loop; their backward recomputes the block and differentiates the
+mapping locally with autograd, which is exact and still linear in memory because every
+such mapping acts on one row at a time.
+
+Layout: grouped-query heads are folded into the row dimension, so a block's queries are
+``(B·Hkv, G·rows, D)`` against keys ``(B·Hkv, keys, D)`` and no key or value is copied
+per query head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..mappings.registry import Mapping
+from ._solver import BlockStats, integer_order, solve_entmax_block, solve_softmax_block
+
+__all__ = ["Geometry", "blocked_attention", "DEFAULT_BLOCK_ELEMENTS"]
+
+# Target number of score entries per block (all heads of the batch together): 2^20
+# float32 entries = 4 MiB per scratch buffer, sized to stay in the last-level cache.
+DEFAULT_BLOCK_ELEMENTS = 1 << 20
+_MIN_ROWS, _MAX_ROWS = 8, 1024
+
+
+@dataclass
+class Geometry:
+    """Shapes, masks and the row blocks of one attention call (canonical 4-D layout).
+
+    ``causal_offset``: ``None`` for no causal mask, else query row ``i`` may attend to
+    keys ``j <= i + causal_offset`` (0 = SDPA's top-left alignment; ``Lk - Lq`` =
+    bottom-right, as in decoding with a cache).
+    """
+
+    B: int
+    Hq: int
+    Hkv: int
+    Lq: int
+    Lk: int
+    D: int
+    Dv: int
+    causal_offset: int | None = None
+    mask: Tensor | None = None  # 4-D, broadcastable to (B, Hq, Lq, Lk); bool (True = attend) or float (added)
+    blocks: list = field(default_factory=list)  # (i0, i1, kend)
+
+    @property
+    def G(self) -> int:
+        return self.Hq // self.Hkv
+
+    def kend(self, i1: int) -> int:
+        if self.causal_offset is None:
+            return self.Lk
+        return max(0, min(self.Lk, i1 + self.causal_offset))
+
+    def plan(self, block_rows: int | None, budget: int = DEFAULT_BLOCK_ELEMENTS) -> None:
+        """Split the query rows so that each block holds about ``budget`` scores."""
+        per_row = self.B * self.Hq
+        blocks, i0 = [], 0
+        while i0 < self.Lq:
+            if block_rows is not None:
+                nb = block_rows
+            else:
+                nb = self.Lq - i0
+                for _ in range(3):  # fixed point: the key range depends on the block's last row
+                    nb = budget // max(1, per_row * max(1, self.kend(i0 + nb)))
+                    nb = max(_MIN_ROWS, min(_MAX_ROWS, nb))
+                nb = max(_MIN_ROWS, (nb // _MIN_ROWS) * _MIN_ROWS)
+            i1 = min(self.Lq, i0 + nb)
+            blocks.append((i0, i1, self.kend(i1)))
+            i0 = i1
+        self.blocks = blocks
+
+    def buffer_elements(self) -> int:
+        return max((self.B * self.Hq * (i1 - i0) * ke for i0, i1, ke in self.blocks), default=0)
+
+
+def _apply_masks(S4: Tensor, geo: Geometry, i0: int, i1: int, kend: int) -> None:
+    """Set inadmissible scores of block rows [i0, i1) × keys [0, kend) to -inf (in place)."""
+    if geo.causal_offset is not None:
+        lo = max(0, i0 + geo.causal_offset + 1)  # first key that some row of the block cannot see
+        if lo < kend:
+            rows = torch.arange(i0, i1, device=S4.device).unsqueeze(1) + geo.causal_offset
+            cols = torch.arange(lo, kend, device=S4.device).unsqueeze(0)
+            S4[..., lo:kend].masked_fill_(cols > rows, float("-inf"))
+    if geo.mask is not None:
+        m = geo.mask[..., i0:i1, :kend]
+        if m.dtype == torch.bool:
+            S4.masked_fill_(~m, float("-inf"))
+        else:
+            S4.add_(m)
+
+
+class _Workspace:
+    """Flat scratch buffers reused by every block (fresh large allocations are slow on CPU)."""
+
+    def __init__(self, n: int, count: int, dtype: torch.dtype, device: torch.device):
+        self.bufs = [torch.empty(max(n, 1), dtype=dtype, device=device) for _ in range(count)]
+
+    def view(self, i: int, *shape: int) -> Tensor:
+        n = 1
+        for s in shape:
+            n *= s
+        return self.bufs[i][:n].view(*shape)
+
+
+def _scores(geo: Geometry, ws: _Workspace, q5: Tensor, k3: Tensor, i0: int, i1: int, kend: int,
+            buf: int = 0) -> tuple[Tensor, Tensor]:
+    """Scaled, masked scores of one block: (B·Hkv, G·nb, kend) and the queries used."""
+    nb = i1 - i0
+    BK, GN = geo.B * geo.Hkv, geo.G * nb
+    qb = q5[:, :, :, i0:i1].reshape(BK, GN, geo.D)
+    S = ws.view(buf, BK, GN, kend)
+    torch.bmm(qb, k3[:, :kend].transpose(1, 2), out=S)
+    _apply_masks(S.view(geo.B, geo.Hq, nb, kend), geo, i0, i1, kend)
+    return S, qb
+
+
+def _rows(x: Tensor, i0: int, i1: int) -> Tensor:
+    """Per-row statistics (B, Hq, Lq) → (B·Hq·nb, 1) for block rows [i0, i1)."""
+    return x[:, :, i0:i1].reshape(-1, 1)
+
+
+def _alpha_rows(alpha_bh: Tensor, geo: Geometry, nb: int) -> Tensor:
+    return alpha_bh.expand(geo.B, geo.Hq, nb, 1).reshape(-1, 1)
+
+
+def _weights_and_g(S: Tensor, t: Tensor, f: Tensor, alpha, m_int: int | None, U: Tensor, W: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """Rebuild ``p`` and ``g = p^{2-α}`` of a block from its threshold; returns ``(P, G)``.
+
+    With ``ũ = (S - t)_+ · f^{-1/m}``: ``p = ũ^m`` and ``g = ũ^{m-1}``.
+    """
+    torch.sub(S, t, out=U)
+    U.clamp_(min=0)
+    if isinstance(alpha, Tensor):
+        a = alpha.to(S.dtype) - 1
+        U.mul_(f.pow(-a))
+        torch.pow(U, 1.0 / a - 1, out=W)
+        W.masked_fill_(U <= 0, 0.0)
+        U.mul_(W)
+        return U, W
+    m = m_int
+    if m is None:
+        a = float(alpha) - 1.0
+        U.mul_(f.pow(-a))
+        torch.pow(U, 1.0 / a - 1, out=W)
+        W.masked_fill_(U <= 0, 0.0)
+        U.mul_(W)
+        return U, W
+    U.mul_(f.pow(-1.0 / m))
+    if m == 1:
+        torch.sign(U, out=W)
+        return U, W
+    if m == 2:
+        torch.mul(U, U, out=W)
+        return W, U
+    torch.mul(U, U, out=W)
+    for _ in range(m - 3):
+        W.mul_(U)
+    U.mul_(W)
+    return U, W
+
+
+class _EntmaxAttention(torch.autograd.Function):
+    """α-entmax attention (softmax for α = 1) with the closed-form blocked backward."""
+
+    @staticmethod
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, alpha_t: Tensor | None, alpha_f: float | None,
+                geo: Geometry, want_support: bool):
+        dt, dev = q5.dtype, q5.device
+        B, Hq, Lq = geo.B, geo.Hq, geo.Lq
+        BK = B * geo.Hkv
+        alpha = alpha_t if alpha_t is not None else alpha_f
+        softmax = alpha_t is None and alpha_f == 1.0
+        m_int = None if alpha_t is not None or softmax else integer_order(alpha_f)
+        ws = _Workspace(geo.buffer_elements(), 3, dt, dev)
+        out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
+        t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
+        f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        g_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
+        alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            R = B * Hq * nb
+            S, _ = _scores(geo, ws, q5, k3, i0, i1, kend, buf=0)
+            S2 = S.view(R, kend)
+            U, W = ws.view(1, R, kend), ws.view(2, R, kend)
+            if softmax:
+                st: BlockStats = solve_softmax_block(S2, U)
+                P = U
+            else:
+                a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else alpha_f
+                st = solve_entmax_block(S2, a_rows, U, W)
+                P = U if m_int == 1 else W
+                P.div_(st.f)
+            if want_support:
+                support[:, :, i0:i1] = torch.count_nonzero(P, dim=-1).view(B, Hq, nb)
+            ob = torch.bmm(P.view(BK, geo.G * nb, kend), v3[:, :kend])
+            out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
+            t_all[:, :, i0:i1] = st.t.view(B, Hq, nb)
+            f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
+            g_all[:, :, i0:i1] = st.gsum.view(B, Hq, nb)
+        ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
+        ctx.has_alpha_t = alpha_t is not None
+        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, g_all, alpha_t)
+        if support is not None:
+            ctx.mark_non_differentiable(support)
+        return out, support
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_support=None):
+        q5, k3, v3, out, t_all, f_all, g_all, alpha_t = ctx.saved_tensors
+        geo: Geometry = ctx.geo
+        dt, dev = q5.dtype, q5.device
+        B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
+        BK = B * Hkv
+        need_alpha = ctx.has_alpha_t and ctx.needs_input_grad[3]
+        dO5 = grad_out.to(dt).contiguous()
+        dq5 = torch.zeros_like(q5)
+        dk3 = torch.zeros_like(k3)
+        dv3 = torch.zeros_like(v3)
+        ws = _Workspace(geo.buffer_elements(), 4 if need_alpha else 3, dt, dev)
+        alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if ctx.has_alpha_t else None
+        if need_alpha:
+            # Σ_j dP_j p_j = dO · o  per row
+            dp_p = (dO5 * out).sum(-1).view(B, Hq, geo.Lq)
+            dalpha = torch.zeros(B, Hq, geo.Lq, dtype=dt, device=dev)
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            R, GN = B * Hq * nb, G * nb
+            S, qb = _scores(geo, ws, q5, k3, i0, i1, kend, buf=0)
+            S2 = S.view(R, kend)
+            U, W = ws.view(1, R, kend), ws.view(2, R, kend)
+            t, f, gsum = _rows(t_all, i0, i1), _rows(f_all, i0, i1), _rows(g_all, i0, i1)
+            if ctx.softmax:
+                torch.sub(S2, t, out=U)
+                U.exp_()
+                P, Gm = U, U
+            else:
+                a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else ctx.alpha_f
+                P, Gm = _weights_and_g(S2, t, f, a_rows, ctx.m_int, U, W)
+            dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
+            dP = S  # scores are no longer needed: reuse their buffer for dP, then dS
+            torch.bmm(dOb, v3[:, :kend].transpose(1, 2), out=dP)
+            dP2 = dP.view(R, kend)
+            if need_alpha:
+                plogp = ws.view(3, R, kend)
+                torch.xlogy(P, P, out=plogp)
+                ent = plogp.sum(-1, keepdim=True)
+                dp_plogp = plogp.mul_(dP2).sum(-1, keepdim=True)
+            # dS = g ⊙ (dP - r),  r = Σ g dP / Σ g
+            if Gm is P and ctx.softmax:
+                dP2.mul_(P)
+                r = dP2.sum(-1, keepdim=True)
+                dP2.addcmul_(P, r, value=-1.0)
+            else:
+                dP2.mul_(Gm)
+                r = dP2.sum(-1, keepdim=True) / gsum
+                dP2.addcmul_(Gm, r, value=-1.0)
+            if need_alpha:
+                a = _alpha_rows(alpha_bh, geo, nb) - 1
+                beta = 1.0 / a
+                da = beta * beta * (_rows(dp_p, i0, i1) - r) - beta * (dp_plogp - r * ent)
+                dalpha[:, :, i0:i1] = da.view(B, Hq, nb)
+            kb = k3[:, :kend]
+            dq5[:, :, :, i0:i1] = torch.bmm(dP, kb).view(B, Hkv, G, nb, geo.D)
+            dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb)
+            dv3[:, :kend].baddbmm_(P.view(BK, GN, kend).transpose(1, 2), dOb)
+        dalpha_out = None
+        if need_alpha:
+            dalpha_out = _reduce_to(dalpha.sum(-1, keepdim=True).unsqueeze(-1), alpha_t)
+        return dq5, dk3, dv3, dalpha_out, None, None, None
+
+
+def _reduce_to(grad_bh11: Tensor, alpha_t: Tensor) -> Tensor:
+    """Sum a (B, Hq, 1, 1) gradient down to the shape ``alpha_t`` was given in."""
+    Hq = grad_bh11.shape[1]
+    if alpha_t.dim() == 0:
+        return grad_bh11.sum().to(alpha_t.dtype)
+    if alpha_t.dim() == 1:  # (Hq,) or (1,)
+        g = grad_bh11.sum(dim=(0, 2, 3))
+        return (g if alpha_t.numel() == Hq else g.sum().reshape(1)).to(alpha_t.dtype)
+    shape = alpha_t.shape
+    g = grad_bh11
+    red = [i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1]
+    if red:
+        g = g.sum(dim=red, keepdim=True)
+    return g.reshape(shape).to(alpha_t.dtype)
+
+
+class _MappingAttention(torch.autograd.Function):
+    """Row-local mappings (fixed normalisation, ReLU-max, top-k) through the block loop.
+
+    Backward recomputes each block's scores and differentiates the mapping with autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, mapping: Mapping, geo: Geometry, want_support: bool):
+        dt, dev = q5.dtype, q5.device
+        B, Hq, Lq = geo.B, geo.Hq, geo.Lq
+        BK = B * geo.Hkv
+        ws = _Workspace(geo.buffer_elements(), 1, dt, dev)
+        out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
+        support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
+            P = mapping(S.view(B, Hq, nb, kend), -1)
+            if want_support:
+                support[:, :, i0:i1] = torch.count_nonzero(P, dim=-1)
+            ob = torch.bmm(P.reshape(BK, geo.G * nb, kend), v3[:, :kend])
+            out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
+        ctx.geo, ctx.mapping = geo, mapping
+        ctx.save_for_backward(q5, k3, v3)
+        if support is not None:
+            ctx.mark_non_differentiable(support)
+        return out, support
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_support=None):
+        q5, k3, v3 = ctx.saved_tensors
+        geo: Geometry = ctx.geo
+        B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
+        BK = B * Hkv
+        dO5 = grad_out.to(q5.dtype).contiguous()
+        dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
+        ws = _Workspace(geo.buffer_elements(), 1, q5.dtype, q5.device)
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            GN = G * nb
+            S, qb = _scores(geo, ws, q5, k3, i0, i1, kend)
+            dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
+            with torch.enable_grad():
+                Sg = S.view(B, Hq, nb, kend).detach().requires_grad_(True)
+                P = ctx.mapping(Sg, -1)
+                dP = torch.bmm(dOb, v3[:, :kend].transpose(1, 2)).view(B, Hq, nb, kend)
+                if P.requires_grad:
+                    (dS,) = torch.autograd.grad(P, Sg, dP)
+                    dS = dS.masked_fill(torch.isneginf(Sg.detach()), 0.0).reshape(BK, GN, kend)
+                else:  # piecewise-constant mapping (top-k uniform): no gradient to scores
+                    dS = None
+            P = P.detach().reshape(BK, GN, kend)
+            kb = k3[:, :kend]
+            if dS is not None:
+                dq5[:, :, :, i0:i1] = torch.bmm(dS, kb).view(B, Hkv, G, nb, geo.D)
+                dk3[:, :kend].baddbmm_(dS.transpose(1, 2), qb)
+            dv3[:, :kend].baddbmm_(P.transpose(1, 2), dOb)
+        return dq5, dk3, dv3, None, None, None
+
+
+def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping: Mapping,
+                      alpha_t: Tensor | None, want_support: bool) -> tuple[Tensor, Tensor | None]:
+    """Run the blocked path on canonical inputs.
+
+    Args:
+        q5: scaled queries (B, Hkv, G, Lq, D) in the compute dtype.
+        k3, v3: keys (B·Hkv, Lk, D) and values (B·Hkv, Lk, Dv).
+        geo: planned :class:`Geometry`.
+        mapping: the resolved mapping (entmax kind uses the closed form).
+        alpha_t: per-head α tensor (overrides ``mapping``) or ``None``.
+        want_support: also return the support size per (B, Hq, Lq).
+
+    Returns:
+        ``(out, support)`` with ``out`` (B, Hkv, G, Lq, Dv).
+    """
+    if alpha_t is not None:
+        return _EntmaxAttention.apply(q5, k3, v3, alpha_t, None, geo, want_support)
+    if mapping.kind == "entmax":
+        return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support)
+    return _MappingAttention.apply(q5, k3, v3, mapping, geo, want_support)
