@@ -24,14 +24,17 @@ import torch
 import kernelattn as ka
 
 
-def timeit(fn, x, grad, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):
-        xx = x.detach().requires_grad_()
-        t0 = time.perf_counter()
-        fn(xx).backward(grad)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])  # first run is warm-up
+def time_pair(fa, fb, x, grad, repeats: int) -> tuple[float, float]:
+    """Median forward+backward seconds of fa and fb, runs interleaved so load hits both alike."""
+    ta, tb = [], []
+    for i in range(repeats + 1):
+        for fn, acc in ((fa, ta), (fb, tb)):
+            xx = x.detach().requires_grad_()
+            t0 = time.perf_counter()
+            fn(xx).backward(grad)
+            if i:  # first round is warm-up
+                acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def max_err(fn, x, ref) -> float:
@@ -78,7 +81,7 @@ def main() -> None:
                               "bisect n_iter=50 (default)"))
         for name, ours, peer, a, setting in cases:
             ref = ka.entmax(x.double(), a)
-            t_ours, t_peer = timeit(ours, x, grad, args.repeats), timeit(peer, x, grad, args.repeats)
+            t_ours, t_peer = time_pair(ours, peer, x, grad, args.repeats)
             line = (f"| {n} | {name} | {t_ours * 1e3:.1f} | {t_peer * 1e3:.1f} | {t_peer / t_ours:.2f}x | "
                     f"{max_err(ours, x, ref):.1e} | {max_err(peer, x, ref):.1e} | {setting} |")
             print(line, flush=True)

@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine:  make demo  (main job)  and  make test  (test suite).
+# Both create .venv, install torch (CPU build by default) and this package with its
+# test extras. GPU users: install your CUDA torch into .venv first, then pass TORCH=
+# (empty) so the existing torch is kept.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kernelattn-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	if [ -n "$(TORCH)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH)"; fi
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kernelattn kernels --out runs/kernels
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_mappings.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis
