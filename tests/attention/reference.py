@@ -17,7 +17,7 @@ def admissible(Lq, Lk, causal_offset=None, mask=None):
     return ok
 
 
-def attention_ref(q, k, v, method="entmax15", *, mask=None, causal_offset=None, scale=None, alpha=None,
+def attention_ref(q, k, v, method="entmax15", *, mask=None, causal_offset=None, score_scale=None, alpha=None,
                   return_p=False, **options):
     """Reference output (and weights) of kernel attention, computed the obvious way.
 
@@ -27,7 +27,7 @@ def attention_ref(q, k, v, method="entmax15", *, mask=None, causal_offset=None, 
     G = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(G, dim=1)
     v = v.repeat_interleave(G, dim=1)
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = 1 / math.sqrt(q.shape[-1]) if score_scale is None else score_scale
     s = scale * q @ k.transpose(-1, -2)
     if mask is not None and mask.dtype != torch.bool:
         s = s + mask.double()

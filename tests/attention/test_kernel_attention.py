@@ -76,7 +76,7 @@ def _build(cfg, seed=0):
 
 def _grads(out, inputs, seed=5):
     g = torch.Generator().manual_seed(seed)
-    do = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    do = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
     return torch.autograd.grad(out, inputs, do, allow_unused=True)
 
 
@@ -240,7 +240,7 @@ def test_sdpa_conventions_scale_3d_and_noncontiguous():
     x = torch.randn(2, 7, 3, 8, generator=g, dtype=torch.float64)  # (B, L, H, E) layout
     q = k = v = x.transpose(1, 2)
     out = kernel_attention(q, k, v, is_causal=True, scale=0.3, method="sparsemax")
-    ref = attention_ref(q, k, v, "sparsemax", causal_offset=0, scale=0.3)
+    ref = attention_ref(q, k, v, "sparsemax", causal_offset=0, score_scale=0.3)
     _close(out, ref, 1e-12)
     out3 = kernel_attention(q[0], k[0], v[0], is_causal=True, scale=0.3, method="sparsemax")
     _close(out3, ref[0], 1e-12)
@@ -254,8 +254,6 @@ def test_half_precision_inputs_are_solved_in_float32():
     assert out.dtype == torch.bfloat16
     ref = kernel_attention(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), is_causal=True)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
-    out.float().sum().backward()
-    assert q.grad is None  # graph went through the bf16 copies, not the originals
     qb = q.detach().bfloat16().requires_grad_()
     kernel_attention(qb, k.bfloat16(), v.bfloat16(), is_causal=True).sum().backward()
     assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()

@@ -1,0 +1,213 @@
+"""Memory Mosaics (SPEC §3): a transformer-like stack of associative memories.
+
+Attention heads are context memories doing kernel regression over (key, value) pairs
+built from the past; the MLP is replaced by a persistent memory of learned slots.
+The context memory's probability mapping is the experiment's method.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..attention import kernel_attention
+from ..mappings import resolve_mapping
+from ..modules.leaky import leaky_average
+from .common import LayerNorm, check_common
+
+__all__ = ["MemoryMosaicsConfig", "MemoryMosaics", "ContextMemory", "PersistentMemory"]
+
+
+@dataclass
+class MemoryMosaicsConfig:
+    """Memory Mosaics hyper-parameters.
+
+    ``method`` is the context memory's mapping (``softmax``, ``sparsemax``,
+    ``entmax15``, ``entmax43``, ``normalized_relu``, ``relumax``, ``topk_softmax``,
+    ``topk_uniform``, ``entmax:<α>``, or the kernel aliases); ``topk`` is k for the
+    top-k methods; ``pmem_size`` the persistent memory's slot count (default
+    ``round(3.5 · n_embd)``, which matches a transformer MLP's parameter count).
+    """
+
+    vocab_size: int = 64
+    n_layer: int = 2
+    n_head: int = 8
+    n_embd: int = 128
+    block_size: int = 256
+    method: str = "softmax"
+    topk: int = 8
+    pmem_size: int | None = None
+    dropout: float = 0.0
+    learn_alpha: bool = False
+    leaky_min: float = 0.5
+    leaky_max: float = 5.0
+    bandwidth_init: float = 2.0
+
+    def validate(self) -> "MemoryMosaicsConfig":
+        check_common(self)
+        if self.pmem_size is not None and (not isinstance(self.pmem_size, int) or self.pmem_size < 1):
+            raise ValueError(f"pmem_size must be a positive integer or null, got {self.pmem_size!r}")
+        if not 0 < self.leaky_min <= self.leaky_max:
+            raise ValueError(f"leaky_min/leaky_max must satisfy 0 < leaky_min <= leaky_max, got "
+                             f"{self.leaky_min}/{self.leaky_max}")
+        if not self.bandwidth_init > 0:
+            raise ValueError(f"bandwidth_init must be > 0, got {self.bandwidth_init}")
+        return self
+
+
+class _LeakyKeys(nn.Module):
+    """Keys ``β_h · normalise(Σ_j e^{-λ_h (t-j)} W x_j)`` per head."""
+
+    def __init__(self, cfg: MemoryMosaicsConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        # decay rates spread geometrically over heads: short and long memories side by side
+        lam = torch.logspace(math.log10(cfg.leaky_min), math.log10(cfg.leaky_max), cfg.n_head)
+        self.log_lambda = nn.Parameter(lam.log())
+        self.log_beta = nn.Parameter(torch.full((cfg.n_head,), math.log(cfg.bandwidth_init)))
+
+    @property
+    def beta(self) -> Tensor:
+        return self.log_beta.clamp(-5.0, 5.0).exp()
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        k = self.proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = leaky_average(k, self.log_lambda.exp())
+        return F.normalize(k, dim=-1, eps=1e-6) * self.beta.view(1, -1, 1, 1)
+
+
+class ContextMemory(nn.Module):
+    """Kernel regression over the past: query at t reads values at j <= t-1.
+
+    Scores are ``β_h² cos(k_t, k_j)``; values look one step ahead,
+    ``v_t = s_h · normalise((1 - c_h) W_v x_{t+1} + c_h W_v x_t)``, so the value at
+    ``j <= t-1`` uses inputs up to ``t``. Row 0 has no key and outputs zero.
+    """
+
+    def __init__(self, cfg: MemoryMosaicsConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.keys = _LeakyKeys(cfg)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.mix_logit = nn.Parameter(torch.full((cfg.n_head,), -2.0))  # c_h = sigmoid(.) ≈ 0.12
+        self.v_scale = nn.Parameter(torch.ones(cfg.n_head))
+        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.mapping = resolve_mapping(cfg.method, topk=cfg.topk)
+        self.learn_alpha = cfg.learn_alpha
+        if cfg.learn_alpha:
+            a0 = self.mapping.alpha if self.mapping.kind == "entmax" and self.mapping.alpha > 1 else 1.5
+            am1 = torch.full((cfg.n_head,), a0 - 1.0)
+            self.alpha_param = nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))
+
+    @property
+    def alpha(self) -> Tensor | None:
+        return 1 + F.softplus(self.alpha_param) if self.learn_alpha else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        k = self.keys(x)  # (B, H, T, hd)
+        w = self.v_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        nxt = torch.cat([w[:, :, 1:], torch.zeros_like(w[:, :, :1])], dim=2)  # W_v x_{t+1}
+        c = torch.sigmoid(self.mix_logit).view(1, -1, 1, 1)
+        v = F.normalize((1 - c) * nxt + c * w, dim=-1, eps=1e-6) * self.v_scale.view(1, -1, 1, 1)
+        if T == 1:
+            y = torch.zeros_like(v)
+        else:
+            # Strict past: queries 1..T-1 against keys 0..T-2 with an ordinary causal mask
+            # is exactly "query t sees j <= t-1", with no (T x T) mask.
+            y = kernel_attention(k[:, :, 1:], k[:, :, :-1], v[:, :, :-1], is_causal=True, scale=1.0,
+                                 method=self.mapping, alpha=self.alpha)  # (B, H, T-1, hd)
+            y = torch.cat([torch.zeros_like(y[:, :, :1]), y], dim=2)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.dropout(self.out_proj(y))
+
+
+class PersistentMemory(nn.Module):
+    """Replaces the MLP: leaky keys scored against P learned key slots, softmax, P value slots."""
+
+    def __init__(self, cfg: MemoryMosaicsConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        P = cfg.pmem_size or round(3.5 * cfg.n_embd)
+        self.keys = _LeakyKeys(cfg)
+        self.slot_keys = nn.Parameter(torch.randn(cfg.n_head, P, self.head_dim))
+        self.slot_values = nn.Parameter(torch.randn(cfg.n_head, P, self.head_dim) / math.sqrt(self.head_dim))
+        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        k = self.keys(x)  # (B, H, T, hd)
+        sk = F.normalize(self.slot_keys, dim=-1).unsqueeze(0).expand(B, -1, -1, -1)  # (B, H, P, hd)
+        sv = self.slot_values.unsqueeze(0).expand(B, -1, -1, -1)
+        y = F.scaled_dot_product_attention(k, sk, sv, scale=1.0)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.dropout(self.out_proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MemoryMosaicsConfig):
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.n_embd)
+        self.context = ContextMemory(cfg)
+        self.ln_2 = LayerNorm(cfg.n_embd)
+        self.persistent = PersistentMemory(cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.context(self.ln_1(x))
+        return x + self.persistent(self.ln_2(x))
+
+
+class MemoryMosaics(nn.Module):
+    """Memory Mosaics language model.
+
+    ``model(idx)`` with ``idx`` ``(B, T)`` token ids returns logits ``(B, T, vocab)``;
+    ``model(idx, targets)`` returns ``(logits, loss)`` (targets ``-100`` are ignored).
+    No positional embedding: order enters through the leaky key averages and the
+    one-step-ahead values. The output head is tied to the embedding and scaled by
+    ``1/sqrt(n_embd)``.
+    """
+
+    def __init__(self, cfg: MemoryMosaicsConfig):
+        super().__init__()
+        self.config = cfg.validate()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = LayerNorm(cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.apply(self._init_weights)
+        # Tied head scaled by 1/sqrt(C): an embedding std of 1/sqrt(C) makes each token's
+        # logit for itself ~1 at init, so the initial loss is ~log(vocab) at any width.
+        nn.init.normal_(self.wte.weight, mean=0.0, std=cfg.n_embd ** -0.5)
+        for name, p in self.named_parameters():
+            if name.endswith("out_proj.weight"):  # GPT-2 style scaled residual init
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None):
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size={self.config.block_size}")
+        x = self.drop(self.wte(idx))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x)
+        logits = x @ self.wte.weight.T / math.sqrt(self.config.n_embd)  # (B, T, vocab)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+        return logits, loss

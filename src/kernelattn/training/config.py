@@ -1,0 +1,229 @@
+"""Typed training configuration: dataclasses, loaded from YAML, overridden by ``key=value``.
+
+Every check that can fail runs before training starts and raises :class:`ConfigError`
+with the dotted field name, which the CLI turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ConfigError", "ModelSection", "DataSection", "OptimSection", "RunSection", "TrainConfig",
+           "load_config", "apply_overrides", "config_from_dict"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the user (names the field)."""
+
+
+@dataclass
+class ModelSection:
+    arch: str = "memory_mosaics"  #: memory_mosaics | gpt
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    block_size: int = 128
+    method: str = "softmax"
+    topk: int = 8
+    dropout: float = 0.0
+    learn_alpha: bool = False
+    pmem_size: int | None = None  #: Memory Mosaics persistent slots (default 3.5·n_embd)
+    n_kv_head: int | None = None  #: GPT grouped-query heads
+    vocab_size: int | None = None  #: default: the data's vocabulary
+
+
+@dataclass
+class DataSection:
+    source: str = "stories"  #: stories (built-in) | text (a file, folder or JSONL at `path`) | a task name
+    path: str | None = None
+    text_field: str = "text"
+    seq_len: int = 128
+    n_stories: int = 2000
+    options: dict = field(default_factory=dict)  #: extra arguments for task sources
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 20
+    max_steps: int = 200
+    grad_clip: float = 1.0
+    batch_size: int = 16  #: global sequences per optimiser step (all processes, all micro-steps)
+    grad_accum: int = 1
+
+
+@dataclass
+class RunSection:
+    out_dir: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"  #: auto | cpu | cuda | cuda:N
+    amp: str = "auto"  #: auto (bf16 on CUDA when supported) | bf16 | fp16 | off
+    eval_interval: int = 50
+    eval_batches: int = 4
+    log_interval: int = 10
+    ckpt_interval: int = 50
+    tensorboard: bool = False
+    progress: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        m, d, o, r = self.model, self.data, self.optim, self.run
+        from ..models import ARCHITECTURES
+        from ..mappings import resolve_mapping
+
+        if m.arch not in ARCHITECTURES:
+            raise ConfigError(f"model.arch={m.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "topk"):
+            if getattr(m, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+        if m.n_embd % m.n_head:
+            raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
+        try:
+            resolve_mapping(m.method, topk=m.topk)
+        except ValueError as e:
+            raise ConfigError(f"model.method: {e}") from None
+        if d.seq_len < 1:
+            raise ConfigError(f"data.seq_len must be >= 1, got {d.seq_len}")
+        if d.seq_len > m.block_size:
+            raise ConfigError(f"data.seq_len={d.seq_len} is larger than model.block_size={m.block_size} "
+                              f"allows; raise model.block_size or lower data.seq_len")
+        if d.source == "text":
+            if not d.path:
+                raise ConfigError("data.path is required when data.source=text")
+            if not Path(d.path).exists():
+                raise ConfigError(f"data.path={d.path!r} does not exist")
+        for name in ("lr", "batch_size", "grad_accum", "max_steps"):
+            if not getattr(o, name) > 0:
+                raise ConfigError(f"optim.{name} must be > 0, got {getattr(o, name)}")
+        if o.batch_size % o.grad_accum:
+            raise ConfigError(f"optim.batch_size={o.batch_size} must be divisible by optim.grad_accum={o.grad_accum}")
+        if o.warmup_steps < 0 or o.min_lr < 0 or o.grad_clip < 0:
+            raise ConfigError("optim.warmup_steps, optim.min_lr and optim.grad_clip must be >= 0")
+        if r.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"run.amp={r.amp!r}: choose auto, bf16, fp16 or off")
+        for name in ("eval_interval", "log_interval", "ckpt_interval", "eval_batches"):
+            if getattr(r, name) < 1:
+                raise ConfigError(f"run.{name} must be >= 1, got {getattr(r, name)}")
+        return self
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "run": RunSection}
+
+
+def _coerce(value, tp, name: str):
+    """Convert a YAML/CLI value to the field's annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], name)
+    if tp is dict or origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _set(cfg: TrainConfig, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    if len(parts) == 3 and parts[0] == "data" and parts[1] == "options":
+        cfg.data.options[parts[2]] = yaml.safe_load(value) if isinstance(value, str) else value
+        return
+    if len(parts) != 2 or parts[0] not in _SECTIONS:
+        raise ConfigError(f"unknown config field {dotted!r}; fields look like model.n_layer or optim.lr "
+                          f"(sections: {', '.join(_SECTIONS)})")
+    section = getattr(cfg, parts[0])
+    hints = typing.get_type_hints(type(section))
+    if parts[1] not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(section))
+        raise ConfigError(f"unknown config field {dotted!r}; {parts[0]} has: {known}")
+    setattr(section, parts[1], _coerce(value, hints[parts[1]], dotted))
+
+
+def config_from_dict(d: dict | None) -> TrainConfig:
+    """Build a config from a nested mapping (as read from YAML); unknown keys are errors."""
+    cfg = TrainConfig()
+    for sec, body in (d or {}).items():
+        if sec not in _SECTIONS:
+            raise ConfigError(f"unknown config section {sec!r}; sections: {', '.join(_SECTIONS)}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"config section {sec!r} must be a mapping")
+        for k, v in body.items():
+            _set(cfg, f"{sec}.{k}", v)
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.field=value`` strings (values parsed as YAML scalars)."""
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.field=value, e.g. optim.lr=3e-4")
+        key, raw = ov.split("=", 1)
+        _set(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (optional), apply overrides, validate."""
+    d = None
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            d = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+    cfg = config_from_dict(d)
+    return apply_overrides(cfg, overrides or []).validate()

@@ -1,0 +1,293 @@
+"""The training loop: one readable story from config to checkpoints.
+
+Data are drawn per step from generators seeded by ``(seed, split, step, micro)``
+(:mod:`kernelattn.data.base`), so a checkpoint's step counter is its data position,
+resuming replays the exact batches, and each ``torchrun`` process takes its own rows of
+the same global batch. The loss is a sum over tokens divided by the *global* count of
+target tokens, so a data-parallel run computes the same gradient as one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from ..data import IGNORE, BatchSource, TextCorpus, generate_stories, read_corpus, step_generator
+from ..models import build_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainConfig
+from .distributed import DistInfo, init_distributed
+from .optim import cosine_lr, make_optimizer
+
+__all__ = ["Trainer", "build_source", "resolve_device"]
+
+
+def build_source(cfg: TrainConfig) -> BatchSource:
+    """The data source a config names: built-in stories, a text corpus, or a task."""
+    d = cfg.data
+    if d.source == "stories":
+        return TextCorpus(generate_stories(d.n_stories, seed=cfg.run.seed), d.seq_len)
+    if d.source == "text":
+        return TextCorpus(read_corpus(d.path, d.text_field), d.seq_len)
+    try:
+        from ..tasks import build_task
+    except ImportError:  # pragma: no cover - tasks ship with the package
+        build_task = None
+    if build_task is None:
+        raise ConfigError(f"data.source={d.source!r}: choose stories or text")
+    return build_task(d.source, seq_len=d.seq_len, seed=cfg.run.seed, **d.options)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=cpu")
+    return dev
+
+
+class _MetricsLog:
+    """JSON lines (and TensorBoard when asked for and installed), written by rank 0."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None):
+        self.path = out_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # drop records from steps after the checkpoint: they will be redone
+            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif self.path.exists():
+            self.path.unlink()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except ImportError:
+                print("run.tensorboard=true but the tensorboard package is not installed; logging JSON lines only")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Train a model described by a :class:`TrainConfig`.
+
+    Args:
+        cfg: a validated config.
+        source: optional data source (default: :func:`build_source`).
+    """
+
+    def __init__(self, cfg: TrainConfig, source: BatchSource | None = None):
+        self.cfg = cfg.validate()
+        r = cfg.run
+        if r.threads:
+            torch.set_num_threads(r.threads)
+        self.device = resolve_device(r.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.source = source if source is not None else build_source(cfg)
+        if self.source.seq_len > cfg.model.block_size:
+            raise ConfigError(f"the data's sequence length {self.source.seq_len} is larger than "
+                              f"model.block_size={cfg.model.block_size} allows")
+        per_step = cfg.optim.batch_size // cfg.optim.grad_accum
+        if per_step % self.dist.world_size:
+            raise ConfigError(f"optim.batch_size/optim.grad_accum={per_step} must be divisible by the "
+                              f"number of processes ({self.dist.world_size})")
+        self.out_dir = Path(r.out_dir)
+        self.ckpt_path = self.out_dir / "ckpt.pt"
+        torch.manual_seed(r.seed)  # identical initial weights on every process
+        m = asdict(cfg.model)
+        arch = m.pop("arch")
+        m["vocab_size"] = m["vocab_size"] or self.source.vocab_size
+        if arch == "memory_mosaics":
+            m.pop("n_kv_head")
+        else:
+            m.pop("pmem_size")
+        self.model = build_model(arch, **m).to(self.device)
+        o = cfg.optim
+        self.optimizer = make_optimizer(self.model, o.lr, o.weight_decay, (o.beta1, o.beta2), self.device.type)
+        self.amp_dtype = self._amp_dtype(r.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step = 0
+
+    def _amp_dtype(self, amp: str):
+        if amp == "off":
+            return None
+        if amp == "auto":
+            if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+                return torch.bfloat16
+            return None
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None, "step": self.step,
+                "rng": rng_state(), "config": self.cfg.to_dict(), "world_size": self.dist.world_size}
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_path, self.state_dict())
+        if self.dist.enabled:
+            dist.barrier()
+
+    def load(self) -> None:
+        st = load_checkpoint(self.ckpt_path, map_location=self.device)
+        saved = st["config"]["model"]
+        now = self.cfg.to_dict()["model"]
+        diff = [k for k in now if k != "vocab_size" and saved.get(k) != now[k]]
+        if diff:
+            raise ConfigError(f"cannot resume {self.ckpt_path}: model.{diff[0]} was {saved.get(diff[0])!r}, "
+                              f"now {now[diff[0]]!r}")
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scaler and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.step = st["step"]
+        set_rng_state(st["rng"])
+
+    # -- data --------------------------------------------------------------------------
+    def _micro_batches(self, split: str, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+        """This process's shard of each micro-batch, and the global target-token count of the step."""
+        o, W, rk = self.cfg.optim, self.dist.world_size, self.dist.rank
+        per = o.batch_size // o.grad_accum
+        shards, n_tok = [], 0
+        for micro in range(o.grad_accum):
+            x, y = self.source.sample(split, per, step_generator(self.cfg.run.seed, split, step, micro))
+            n_tok += int((y != IGNORE).sum())
+            rows = slice(rk * per // W, (rk + 1) * per // W)
+            shards.append((x[rows].to(self.device), y[rows].to(self.device)))
+        return shards, max(n_tok, 1)
+
+    # -- evaluation --------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean validation loss over ``run.eval_batches`` fixed batches, plus task metrics."""
+        model = self.model
+        model.eval()
+        tot, n = 0.0, 0
+        for i in range(self.cfg.run.eval_batches):
+            x, y = self.source.sample("val", self.cfg.optim.batch_size // self.cfg.optim.grad_accum,
+                                      step_generator(self.cfg.run.seed, "val", i))
+            x, y = x.to(self.device), y.to(self.device)
+            with self._autocast():
+                logits = model(x)
+            tot += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                   ignore_index=IGNORE, reduction="sum").item()
+            n += int((y != IGNORE).sum())
+        out = {"val_loss": tot / max(n, 1)}
+        if hasattr(self.source, "evaluate"):
+            out.update(self.source.evaluate(model, self.device))
+        model.train()
+        return out
+
+    # -- the loop ----------------------------------------------------------------------
+    def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
+        """Run to ``optim.max_steps`` (or ``stop_at``, leaving a checkpoint, as a crash would).
+
+        Returns:
+            The last logged metrics (``train_loss``, ``val_loss``, task metrics, ``step``).
+        """
+        cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
+        if resume:
+            if self.ckpt_path.exists():
+                self.load()
+            elif self.dist.is_main:
+                print(f"--resume: no checkpoint at {self.ckpt_path}, starting from step 0")
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log = _MetricsLog(self.out_dir, self.dist.is_main, r.tensorboard, self.step if resume else None)
+        model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
+            if self.dist.enabled else self.model
+        model.train()
+        end = o.max_steps if stop_at is None else min(stop_at, o.max_steps)
+        bar = tqdm(total=o.max_steps, initial=self.step, disable=not (self.dist.is_main and r.progress),
+                   desc=f"{cfg.model.arch}/{cfg.model.method}", dynamic_ncols=True, leave=False)
+        last: dict = {}
+        tokens_seen, t_last = 0, time.perf_counter()
+        while self.step < end:
+            step = self.step
+            lr = cosine_lr(step, o.lr, o.min_lr, o.warmup_steps, o.max_steps)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            shards, n_tok = self._micro_batches("train", step)
+            loss_sum = torch.zeros((), device=self.device)
+            for i, (x, y) in enumerate(shards):
+                sync = i == len(shards) - 1 or not self.dist.enabled
+                ctx = contextlib.nullcontext() if sync else model.no_sync()
+                with ctx:
+                    with self._autocast():
+                        logits = model(x)  # (b, T, vocab)
+                    ls = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                         ignore_index=IGNORE, reduction="sum")
+                    # DDP averages over processes: scale so the result is the global token mean
+                    loss = ls * (self.dist.world_size / n_tok)
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                loss_sum += ls.detach()
+                tokens_seen += x.numel()
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.dist.enabled:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / n_tok
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} at step {step}; the last "
+                                         f"checkpoint is {self.ckpt_path}")
+            self.step += 1
+            bar.update(1)
+            record = {"step": self.step, "train_loss": train_loss, "lr": lr, "grad_norm": float(gnorm)}
+            if self.step % r.log_interval == 0 or self.step == end:
+                now = time.perf_counter()
+                record["tokens_per_s"] = tokens_seen * self.dist.world_size / max(now - t_last, 1e-9)
+                tokens_seen, t_last = 0, now
+                bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if self.step % r.eval_interval == 0 or self.step == o.max_steps:
+                record.update(self.evaluate())
+            if self.step % r.log_interval == 0 or "val_loss" in record or self.step == end:
+                log.log(record)
+            last.update(record)
+            if self.step % r.ckpt_interval == 0 or self.step == end:
+                self.save()
+        bar.close()
+        log.close()
+        return last
