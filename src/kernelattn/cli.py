@@ -18,6 +18,17 @@ def _kernels(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .training import Trainer, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result = Trainer(cfg).train(resume=args.resume, stop_at=args.stop_at)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+        print(f"finished at step {result.get('step')}: {shown}; checkpoint and metrics in {cfg.run.out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelattn", description="Sparse attention as compact kernel regression.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -30,6 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/kernels", help="output folder (default runs/kernels)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(func=_kernels)
+
+    p = sub.add_parser("train", help="train a Memory Mosaics or GPT model from a YAML config; "
+                                     "multi-process with torchrun",
+                       description="Train from a YAML config (sections model, data, optim, run) with "
+                                   "section.field=value overrides, e.g. `kernelattn train model.method=sparsemax "
+                                   "optim.max_steps=500`. Data-parallel: `torchrun --nproc_per_node=2 -m "
+                                   "kernelattn train ...`.")
+    p.add_argument("--config", help="YAML file with model/data/optim/run sections")
+    p.add_argument("--resume", action="store_true", help="continue from run.out_dir/ckpt.pt if it exists")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step, leaving a checkpoint "
+                                                              "(as an interrupted run would)")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value")
+    p.set_defaults(func=_train)
     return parser
 
 
@@ -41,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:  # bad input: one clear line, no traceback
+    except ValueError as e:  # bad input or config: one clear line, no traceback
         print(f"kernelattn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"kernelattn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

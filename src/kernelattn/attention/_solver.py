@@ -84,8 +84,69 @@ def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1: 
     return W.sum(dim=-1, keepdim=True), f0
 
 
+class _Newton:
+    """Safeguarded Newton update on ``||(S - t)_+||_m - 1/a`` for a batch of rows."""
+
+    def __init__(self, dtype, a, m, inv_a, target, tol, dead, convex, lo, hi):
+        self.a, self.m, self.inv_a, self.target, self.tol = a, m, inv_a, target, tol
+        self.dead, self.convex, self.lo, self.hi = dead, convex, lo, hi
+        self.tiny, self.eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
+
+    def step(self, t: Tensor, f1: Tensor, f0: Tensor) -> tuple[Tensor, bool]:
+        """Next iterate from the power sums at ``t``; ``True`` when every row has converged."""
+        rel = f1 / self.target - 1
+        done = (rel.abs() <= self.tol) | self.dead
+        if bool(done.all()):
+            return t, True
+        # t += (f1 - f1^{1-1/m}/a) / f0
+        new_t = t + (f1 - f1.pow(1 - 1 / self.m) * self.inv_a) / f0.clamp_min(self.tiny)
+        if not self.convex:
+            self.lo = torch.where(rel > 0, t, self.lo)
+            self.hi = torch.where(rel < 0, t, self.hi)
+            ok = (new_t > self.lo) & (new_t < self.hi) & (f0 > 0)
+            new_t = torch.where(ok, new_t, (self.lo + self.hi) / 2)
+        # a step below the rounding of t counts as converged
+        stalled = (new_t - t).abs() <= 4 * self.eps * t.abs().clamp_min(1.0)
+        if bool((done | stalled).all()):
+            return t, True
+        return torch.where(done, t, new_t), False
+
+
+def _solve_on_candidates(S: Tensor, t: Tensor, newton: _Newton, m_int, mm1, max_iter: int) -> Tensor:
+    """Newton restricted to the entries ``S > t`` (a superset of the final support).
+
+    The candidates are gathered into one flat vector with a row index, so each further
+    iteration costs a pass over a few percent of the block instead of all of it.
+    Returns ``t`` unchanged when the candidates are not few enough to pay off.
+    """
+    cand = S > t
+    counts = cand.sum(dim=-1)
+    if int(counts.sum()) > S.numel() // 4:
+        return t
+    vals = S.masked_select(cand)
+    R = S.shape[0]
+    rows = torch.repeat_interleave(torch.arange(R, device=S.device), counts)
+    if isinstance(mm1, Tensor):
+        mm1 = mm1.reshape(-1)[rows]
+    zeros = torch.zeros(R, dtype=S.dtype, device=S.device)
+    for _ in range(max_iter):
+        u = (vals - t.reshape(-1)[rows]).clamp_(min=0)
+        if m_int == 1:
+            um1 = (u > 0).to(u.dtype)
+        elif m_int is not None:
+            um1 = u.pow(m_int - 1)
+        else:
+            um1 = torch.where(u > 0, u.pow(mm1), torch.zeros_like(u))
+        f0 = zeros.index_add(0, rows, um1).unsqueeze(1)
+        f1 = zeros.index_add(0, rows, um1.mul_(u)).unsqueeze(1)
+        t, finished = newton.step(t, f1, f0)
+        if finished:
+            break
+    return t
+
+
 def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
-                       tol: float | None = None, max_iter: int = MAX_ITER) -> BlockStats:
+                       tol: float | None = None, max_iter: int = MAX_ITER, compact: bool = True) -> BlockStats:
     """Threshold of α-entmax (α > 1) for every row of ``S`` (R, n), in place.
 
     Args:
@@ -95,6 +156,7 @@ def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
             ``u^m`` at the final threshold are in ``U`` for sparsemax (``m = 1``) and in
             ``W`` otherwise (divide by ``stats.f`` for ``p``).
         tol: stop when ``|Σu^m · a^m - 1| <= tol`` on every row.
+        compact: after the first sweep, iterate on the candidate entries only (α <= 2).
 
     Returns:
         :class:`BlockStats` with ``t``, ``f`` (= Σu^m) and ``gsum`` (= Σ p^{2-α}).
@@ -119,30 +181,23 @@ def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
         target = a ** (-m)
     mx0 = torch.where(dead, torch.zeros_like(mx), mx)
     t = torch.where(dead, torch.full_like(mx, math.inf), mx0 - inv_a)
-    lo = t.clone()
     n_fin = (~torch.isneginf(S)).sum(dim=-1, keepdim=True).clamp_min(1).to(S.dtype) if not convex else None
-    hi = (mx0 - n_fin.pow(-a) * inv_a) if not convex else None
+    newton = _Newton(S.dtype, a, m, inv_a, target, tol, dead, convex, t,
+                     None if convex else mx0 - n_fin.pow(-a) * inv_a)
     n_iter = 0
     f1 = f0 = None
+    compacted = not (compact and convex)
     for n_iter in range(1, max_iter + 1):
         f1, f0 = _power_sums(S, t, U, W, m_int, mm1)
-        rel = f1 / target - 1
-        done = (rel.abs() <= tol) | dead
-        if n_iter == max_iter or bool(done.all()):
+        new_t, finished = newton.step(t, f1, f0)
+        if finished or n_iter == max_iter:
             break
-        # Newton on ||u||_m - 1/a:  t += (f1 - f1^{1-1/m}/a) / f0
-        step = (f1 - f1.pow(1 - 1 / m) * inv_a) / f0.clamp_min(tiny)
-        new_t = t + step
-        if not convex:
-            lo = torch.where(rel > 0, t, lo)
-            hi = torch.where(rel < 0, t, hi)
-            ok = (new_t > lo) & (new_t < hi) & (f0 > 0)
-            new_t = torch.where(ok, new_t, (lo + hi) / 2)
-        # Stagnation (step below rounding of t) counts as converged.
-        stalled = (new_t - t).abs() <= 4 * torch.finfo(S.dtype).eps * t.abs().clamp_min(1.0)
-        if bool((done | stalled).all()):
-            break
-        t = torch.where(done, t, new_t)
+        t = new_t
+        if not compacted:
+            # Newton from the left never overshoots, so keys with S <= t stay out of the
+            # support: finish on the few remaining candidates, then sweep once to confirm.
+            t = _solve_on_candidates(S, t, newton, m_int, mm1, max_iter)
+            compacted = True
     f = torch.where(dead, torch.ones_like(f1), f1.clamp_min(tiny))
     # Σ g = Σ u^{m-1} / f^{2-α}
     gexp = 2 - (a + 1)

@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ksubsets:<k>)")
     parser.add_argument("--memories", nargs="+", type=int, default=DEFAULT_MEMORIES,
                         help="numbers M of stored images (each <= 1797)")
-    parser.add_argument("--betas", nargs="+", type=float, default=[1.0], help="inverse temperatures β")
+    parser.add_argument("--betas", nargs="+", type=float, default=[0.3, 1.0, 3.0, 10.0],
+                        help="inverse temperatures β (softmax nears argmax as β grows)")
     parser.add_argument("--seeds", type=int, default=5, help="random subsets per (M, β)")
     parser.add_argument("--n-iter", type=int, default=20, help="maximum updates per query")
     parser.add_argument("--mask-frac", type=float, default=0.5, help="fraction of image rows zeroed from the bottom")
@@ -257,11 +258,11 @@ def _plot(rows, mappings, memories, betas, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(betas), 2, figsize=(10, 3.8 * len(betas)), squeeze=False)
+    fig, axes = plt.subplots(2, len(betas), figsize=(4.2 * len(betas), 7.6), squeeze=False, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, beta in enumerate(betas):
         for j, (key, title) in enumerate((("success", "success (cosine > 0.9)"), ("exact", "exact retrieval"))):
-            ax = axes[i][j]
+            ax = axes[j][i]
             for c, name in enumerate(mappings):
                 ms, ss = [], []
                 for m in memories:
@@ -269,18 +270,20 @@ def _plot(rows, mappings, memories, betas, path: Path) -> None:
                     mu, sd = _mean_std(sel)
                     ms.append(mu)
                     ss.append(sd)
-                col = colors[c % len(colors)]
+                col = "black" if name == "softmax" else colors[c % len(colors)]
                 ls = "--" if name == "softmax" else "-"
-                ax.plot(memories, ms, ls, marker="o", color=col, label=name, lw=2 if name == "softmax" else 1.5)
+                ax.plot(memories, ms, ls, marker="o", ms=4, color=col, label=name, lw=2 if name == "softmax" else 1.5)
                 ax.fill_between(memories, [a - b for a, b in zip(ms, ss)], [a + b for a, b in zip(ms, ss)],
-                                color=col, alpha=0.12)
+                                color=col, alpha=0.10)
             ax.set_xscale("log")
             ax.set_xticks(memories)
-            ax.set_xticklabels([str(m) for m in memories])
+            ax.set_xticklabels([str(m) for m in memories], fontsize=8)
+            ax.minorticks_off()
             ax.set_ylim(-3, 103)
             ax.set_xlabel("stored images M")
-            ax.set_ylabel("% of queries")
-            ax.set_title(f"{title}, β = {beta:g}")
+            if i == 0:
+                ax.set_ylabel(f"{title}\n% of queries")
+            ax.set_title(f"β = {beta:g}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower left", fontsize=9)
     fig.suptitle("Masked-digit retrieval (sklearn digits, bottom half zeroed)", y=1.0)

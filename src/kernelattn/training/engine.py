@@ -180,16 +180,22 @@ class Trainer:
 
     # -- data --------------------------------------------------------------------------
     def _micro_batches(self, split: str, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
-        """This process's shard of each micro-batch, and the global target-token count of the step."""
+        """This process's rows of each micro-batch, and the global target-token count of the step.
+
+        The step's whole batch is drawn at once and cut into ``grad_accum`` micro-batches,
+        each split across processes, so accumulation and data parallelism both compute
+        the gradient of the same batch.
+        """
         o, W, rk = self.cfg.optim, self.dist.world_size, self.dist.rank
+        x, y = self.source.sample(split, o.batch_size, step_generator(self.cfg.run.seed, split, step))
+        n_tok = max(int((y != IGNORE).sum()), 1)
         per = o.batch_size // o.grad_accum
-        shards, n_tok = [], 0
+        shards = []
         for micro in range(o.grad_accum):
-            x, y = self.source.sample(split, per, step_generator(self.cfg.run.seed, split, step, micro))
-            n_tok += int((y != IGNORE).sum())
-            rows = slice(rk * per // W, (rk + 1) * per // W)
+            lo = micro * per
+            rows = slice(lo + rk * per // W, lo + (rk + 1) * per // W)
             shards.append((x[rows].to(self.device), y[rows].to(self.device)))
-        return shards, max(n_tok, 1)
+        return shards, n_tok
 
     # -- evaluation --------------------------------------------------------------------
     @torch.no_grad()
