@@ -29,6 +29,12 @@ def _train(args) -> int:
     return 0
 
 
+def _hopfield_bench(args) -> int:
+    from .hopfield.bench import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelattn", description="Sparse attention as compact kernel regression.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -54,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(as an interrupted run would)")
     p.add_argument("overrides", nargs="*", metavar="section.field=value")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("hopfield-bench", help="masked-digit retrieval per Hopfield mapping and memory size, "
+                                              "metastable-state counts, and a HopfieldPooling MIL example: "
+                                              "tables + PNG")
+    from .hopfield.bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_hopfield_bench)
     return parser
 
 
