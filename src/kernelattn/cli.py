@@ -35,6 +35,22 @@ def _hopfield_bench(args) -> int:
     return run(args)
 
 
+def _reproduce(args) -> int:
+    from .experiments.reproduce import reproduce
+
+    def items(s):
+        return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+    try:
+        seeds = [int(x) for x in items(args.seeds)]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    archs = ["memory_mosaics", "gpt"] if args.arch == "both" else [args.arch]
+    reproduce(args.preset, items(args.tasks), items(args.methods), seeds, args.out, archs, args.jobs, args.threads,
+              args.device)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelattn", description="Sparse attention as compact kernel regression.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(as an interrupted run would)")
     p.add_argument("overrides", nargs="*", metavar="section.field=value")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("reproduce", help="the paper's comparison of kernels: tasks x methods x seeds, resumable; "
+                                         "results.json, results.md and PNG plots")
+    p.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes) or paper (GPU sizes)")
+    p.add_argument("--tasks", default=None, help="comma-separated: copy,reverse,sort,mqmtar,icll,lm (default all)")
+    p.add_argument("--methods", default=None, help="comma-separated method names (default: the paper's eight)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--arch", default="memory_mosaics", choices=["memory_mosaics", "gpt", "both"])
+    p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
+    p.add_argument("--jobs", type=int, default=max(1, min(2, __import__("os").cpu_count() or 1)),
+                   help="runs trained in parallel processes (default: up to 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("hopfield-bench", help="masked-digit retrieval per Hopfield mapping and memory size, "
                                               "metastable-state counts, and a HopfieldPooling MIL example: "

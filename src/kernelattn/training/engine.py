@@ -136,6 +136,7 @@ class Trainer:
         self.amp_dtype = self._amp_dtype(r.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
+        self.last_metrics: dict = {}  # the latest logged values, kept in checkpoints
 
     def _amp_dtype(self, amp: str):
         if amp == "off":
@@ -155,7 +156,8 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "step": self.step,
-                "rng": rng_state(), "config": self.cfg.to_dict(), "world_size": self.dist.world_size}
+                "rng": rng_state(), "config": self.cfg.to_dict(), "world_size": self.dist.world_size,
+                "last_metrics": dict(self.last_metrics)}
 
     def save(self) -> None:
         if self.dist.is_main:
@@ -176,6 +178,7 @@ class Trainer:
         if self.scaler and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         self.step = st["step"]
+        self.last_metrics = dict(st.get("last_metrics", {}))
         set_rng_state(st["rng"])
 
     # -- data --------------------------------------------------------------------------
@@ -230,8 +233,6 @@ class Trainer:
         if resume:
             if self.ckpt_path.exists():
                 self.load()
-            elif self.dist.is_main:
-                print(f"--resume: no checkpoint at {self.ckpt_path}, starting from step 0")
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -242,7 +243,7 @@ class Trainer:
         end = o.max_steps if stop_at is None else min(stop_at, o.max_steps)
         bar = tqdm(total=o.max_steps, initial=self.step, disable=not (self.dist.is_main and r.progress),
                    desc=f"{cfg.model.arch}/{cfg.model.method}", dynamic_ncols=True, leave=False)
-        last: dict = {}
+        last = self.last_metrics
         tokens_seen, t_last = 0, time.perf_counter()
         while self.step < end:
             step = self.step

@@ -1,0 +1,248 @@
+"""``kernelattn reproduce``: the paper's comparison of kernels as one resumable sweep.
+
+Runs tasks × methods × seeds (× train sizes for ICLL, × architectures), each a training
+run in its own folder ``OUT/runs/<task>/<arch>/<method>/seed<s>[/n<size>]``. A run that
+finished has ``result.json`` and is skipped on the next call; a run that was interrupted
+resumes from its checkpoint. Afterwards every ``result.json`` is gathered into
+``OUT/results.json``, ``OUT/results.md`` (mean ± std over seeds) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .presets import ALL_METHODS, ALL_TASKS, PRESETS, Preset
+
+__all__ = ["RunSpec", "plan_runs", "execute_run", "reproduce", "aggregate"]
+
+LENGTH_TASKS = ("copy", "reverse", "sort", "mqmtar")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    method: str
+    seed: int
+    arch: str = "memory_mosaics"
+    train_size: int | None = None
+
+    def folder(self, out: Path) -> Path:
+        d = out / "runs" / self.task / self.arch / self.method.replace(":", "_") / f"seed{self.seed}"
+        return d / f"n{self.train_size}" if self.train_size is not None else d
+
+
+def plan_runs(preset: Preset, tasks, methods, seeds, archs) -> list[RunSpec]:
+    runs = []
+    for task in tasks:
+        plan = preset.tasks[task]
+        sizes = plan.train_sizes if task == "icll" else (None,)
+        for arch in archs:
+            for size in sizes:
+                for method in methods:
+                    for seed in seeds:
+                        runs.append(RunSpec(task, method, seed, arch, size))
+    return runs
+
+
+def _build_task(spec: RunSpec, preset: Preset):
+    from ..tasks import build_task
+
+    plan = preset.tasks[spec.task]
+    opts = dict(plan.options)
+    if spec.train_size is not None:
+        opts["train_size"] = spec.train_size
+    return build_task(spec.task, seq_len=plan.seq_len, seed=spec.seed, **opts)
+
+
+def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str = "auto", threads: int = 1,
+                progress: bool = False, stop_at: int | None = None) -> list[dict] | None:
+    """Train and score one run; write ``result.json`` (atomically) and return its records.
+
+    ``stop_at`` stops training after that step, leaving the checkpoint and no result
+    (what an interruption leaves behind); the next call resumes from it.
+    """
+    import torch
+
+    from ..training import Trainer, load_config
+
+    torch.set_num_threads(threads)
+    preset = preset_name if isinstance(preset_name, Preset) else PRESETS[preset_name]
+    plan = preset.tasks[spec.task]
+    folder = spec.folder(Path(out))
+    task = _build_task(spec, preset)
+    longest = task.total_length(max(task.test_lengths)) if spec.task in LENGTH_TASKS else task.seq_len
+    model = {**preset.model, **plan.model}
+    ov = [f"model.arch={spec.arch}", f"model.method={spec.method}", f"model.topk={preset.topk}",
+          f"model.block_size={longest}", f"data.seq_len={task.seq_len}",
+          f"optim.max_steps={plan.steps}", f"optim.batch_size={plan.batch_size}", f"optim.lr={plan.lr}",
+          f"optim.min_lr={plan.min_lr}", f"optim.warmup_steps={plan.warmup_steps}",
+          f"optim.weight_decay={plan.weight_decay}", f"run.eval_interval={plan.eval_interval}",
+          f"run.ckpt_interval={max(50, plan.steps // 4)}", "run.eval_batches=2", f"run.log_interval=10",
+          f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}"]
+    ov += [f"model.{k}={v}" for k, v in model.items() if not (spec.arch == "gpt" and k == "pmem_size")]
+    cfg = load_config(None, ov)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, source=task)
+    last = trainer.train(resume=True, stop_at=stop_at)
+    if stop_at is not None and trainer.step < plan.steps:
+        return None
+    trainer.model.eval()
+    records = task.final_metrics(trainer.model, trainer.device)
+    base = {"task": spec.task, "method": spec.method, "seed": spec.seed, "arch": spec.arch}
+    if spec.train_size is not None:
+        base["train_size"] = spec.train_size
+    records = [{**base, **r} for r in records]
+    records.append({**base, "metric": "final_train_loss", "value": last.get("train_loss", float("nan"))})
+    records.append({**base, "metric": "train_seconds", "value": time.perf_counter() - t0})
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, folder / "result.json")
+    return records
+
+
+def _baselines(preset: Preset, seeds, out: Path) -> list[dict]:
+    """In-context n-gram baselines for ICLL (they need no training), one set per seed and size."""
+    recs = []
+    for seed in seeds:
+        for size in preset.tasks["icll"].train_sizes:
+            task = _build_task(RunSpec("icll", "2gram", seed, train_size=size), preset)
+            for r in task.baseline_metrics():
+                recs.append({"task": "icll", "seed": seed, "arch": "none", "train_size": size, **r})
+    return recs
+
+
+def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0,), out: str = "runs/reproduce",
+              archs=("memory_mosaics",), jobs: int = 1, threads: int = 1, device: str = "auto") -> list[dict]:
+    """Run (or finish) a sweep and write its results, table and plots. Returns all records."""
+    if isinstance(preset, Preset):
+        p = preset
+    elif preset in PRESETS:
+        p = PRESETS[preset]
+    else:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    tasks = list(tasks or ALL_TASKS)
+    methods = list(methods or ALL_METHODS)
+    for t in tasks:
+        if t not in p.tasks:
+            raise ValueError(f"unknown task {t!r} in --tasks; choose from {', '.join(ALL_TASKS)}")
+    from ..mappings import resolve_mapping
+    for m in methods:
+        resolve_mapping(m, topk=p.topk)  # fail before any training on a bad --methods
+    for a in archs:
+        if a not in ("memory_mosaics", "gpt"):
+            raise ValueError(f"--arch must be memory_mosaics, gpt or both, got {a!r}")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    runs = plan_runs(p, tasks, methods, seeds, archs)
+    todo = [r for r in runs if not (r.folder(outp) / "result.json").exists()]
+    print(f"{p.name} preset: {len(runs)} runs ({len(runs) - len(todo)} already finished) -> {outp}")
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run", dynamic_ncols=True)
+    if jobs == 1:
+        for spec in todo:
+            bar.set_postfix_str(f"{spec.task}/{spec.method}/seed{spec.seed}")
+            execute_run(spec, p, out, device, threads, progress=True)
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(execute_run, spec, p, out, device, threads, False): spec for spec in todo}
+            for fut in as_completed(futs):
+                fut.result()  # re-raise a worker's error here
+                spec = futs[fut]
+                bar.set_postfix_str(f"done {spec.task}/{spec.method}/seed{spec.seed}")
+                bar.update(1)
+    bar.close()
+    records = []
+    for spec in runs:
+        records += json.loads((spec.folder(outp) / "result.json").read_text())
+    if "icll" in tasks:
+        records += _baselines(p, seeds, outp)
+    aggregate(records, outp, preset=p.name)
+    print(f"sweep done in {time.perf_counter() - t0:.0f}s; wrote {outp / 'results.json'}, {outp / 'results.md'} "
+          f"and plots")
+    return records
+
+
+# -- aggregation -------------------------------------------------------------------------
+
+def _mean_std(vals: list[float]) -> str:
+    if len(vals) == 1:
+        return f"{vals[0]:.3g}" if abs(vals[0]) >= 10 else f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def _pct(vals: list[float]) -> str:
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.1f}"
+    return f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+
+
+def _table(records, task, metric, key, fmt, order) -> list[str]:
+    cells = defaultdict(list)
+    cols = set()
+    for r in records:
+        if r["task"] == task and r["metric"] == metric:
+            cells[(r["method"], r.get("arch"), r.get(key))].append(r["value"])
+            cols.add(r.get(key))
+    cols = sorted(c for c in cols if c is not None) or [None]
+    rows = sorted({(m, a) for m, a, _ in cells}, key=lambda ma: (order.get(ma[0], 99), ma[1] or ""))
+    many_arch = len({a for _, a in rows if a != "none"}) > 1
+    head = "| method | " + " | ".join(f"{key} {c}" if c is not None else metric for c in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    for m, a in rows:
+        name = f"{m} ({a})" if many_arch and a != "none" else m
+        lines.append(f"| {name} | " + " | ".join(fmt(cells[(m, a, c)]) if cells[(m, a, c)] else "–" for c in cols)
+                     + " |")
+    return lines
+
+
+def aggregate(records: list[dict], out: Path, preset: str = "") -> None:
+    """Write results.json, results.md and the PNG plots from run records."""
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    order = {m: i for i, m in enumerate(ALL_METHODS + ("2gram", "3gram"))}
+    seeds = sorted({r["seed"] for r in records})
+    md = [f"# kernelattn reproduce — {preset} preset", "",
+          f"Mean ± std over seeds {seeds} (a single seed shows the value). Teacher-forced argmax metrics, in %.", ""]
+    present = {r["task"] for r in records}
+    titles = {"copy": "Copy: exact match (%) by test length", "reverse": "Reverse: exact match (%) by test length",
+              "sort": "Sort: exact match (%) by test length", "mqmtar": "MQMTAR: per-query recall (%) by context length"}
+    for task in LENGTH_TASKS:
+        if task in present:
+            metric = "recall" if task == "mqmtar" else "exact_match"
+            md += [f"## {titles[task]}", ""] + _table(records, task, metric, "length", _pct, order) + [""]
+            second = "exact_accuracy" if task == "mqmtar" else "token_accuracy"
+            md += [f"{task}: {second.replace('_', ' ')} (%)", ""] + _table(records, task, second, "length", _pct,
+                                                                            order) + [""]
+    if "icll" in present:
+        md += ["## In-context language learning (RegBench): greedy accuracy (%) by number of training automata", ""]
+        md += _table(records, "icll", "accuracy", "train_size", _pct, order) + [""]
+        md += ["ICLL: total-variation distance to the automaton's next-symbol distribution (lower is better)", ""]
+        md += _table(records, "icll", "tvd", "train_size", _mean_std, order) + [""]
+    if "lm" in present:
+        md += ["## Language modelling (built-in stories, bytes): validation loss (nats/byte)", ""]
+        md += _table(records, "lm", "val_loss", None, _mean_std, order) + [""]
+        md += ["Loss on re-mentioned names (bytes after the first letter of a name seen earlier in the window)", ""]
+        md += _table(records, "lm", "recall_loss", None, _mean_std, order) + [""]
+    secs = [r["value"] for r in records if r["metric"] == "train_seconds"]
+    if secs:
+        md += [f"{len(secs)} training runs, {sum(secs) / 60:.1f} CPU-minutes of training in total.", ""]
+    (out / "results.md").write_text("\n".join(md))
+    try:
+        from .plots import plot_all
+        plot_all(records, out)
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
