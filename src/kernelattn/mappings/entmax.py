@@ -19,7 +19,7 @@ from ._checks import check_alpha, check_scores, compute_dtype
 from .threshold import entmax_from_threshold, entmax_threshold
 
 __all__ = [
-    "softmax", "sparsemax", "entmax15", "entmax", "entmax_backward",
+    "softmax", "sparsemax", "entmax15", "entmax", "entmax_backward", "alpha_parameter", "alpha_from_parameter",
     "Softmax", "Sparsemax", "Entmax15", "Entmax",
 ]
 
@@ -232,6 +232,24 @@ def entmax15(x: Tensor, dim: int = -1) -> Tensor:
     return EntmaxFunction.apply(x, 1.5, dim)
 
 
+def alpha_parameter(alpha: float | Tensor, shape: tuple[int, ...] = ()) -> nn.Parameter:
+    """An unconstrained parameter θ with ``alpha_from_parameter(θ) = alpha`` (α > 1 kept).
+
+    α is parametrised as ``1 + softplus(θ)`` so gradient steps cannot leave α > 1.
+    """
+    a = torch.as_tensor(alpha, dtype=torch.float32).expand(shape).clone() if shape else \
+        torch.as_tensor(alpha, dtype=torch.float32).clone()
+    if (a < 1).any():
+        raise ValueError(f"alpha must be >= 1, got {alpha}")
+    am1 = (a - 1).clamp_min(1e-4)  # α = 1 exactly would need θ = -inf
+    return nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))  # inverse softplus
+
+
+def alpha_from_parameter(theta: Tensor) -> Tensor:
+    """α = 1 + softplus(θ)."""
+    return 1 + nn.functional.softplus(theta)
+
+
 class Softmax(nn.Module):
     """Module form of :func:`softmax`."""
 
@@ -283,16 +301,14 @@ class Entmax(nn.Module):
         if (a < 1).any():
             raise ValueError(f"alpha must be >= 1, got {alpha}")
         if learnable:
-            # inverse softplus of (α - 1), guarded so α = 1 stays finite
-            am1 = (a - 1).clamp_min(1e-4)
-            self.theta = nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))
+            self.theta = alpha_parameter(a)
         else:
             self.register_buffer("_alpha", a)
 
     @property
     def alpha(self) -> Tensor:
         if self.learnable:
-            return 1 + nn.functional.softplus(self.theta)
+            return alpha_from_parameter(self.theta)
         return self._alpha
 
     def forward(self, x: Tensor) -> Tensor:

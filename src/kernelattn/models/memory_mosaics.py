@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attention import kernel_attention
-from ..mappings import resolve_mapping
+from ..mappings import alpha_from_parameter, alpha_parameter, resolve_mapping
 from ..modules.leaky import leaky_average
 from .common import LayerNorm, check_common
 
@@ -103,12 +103,11 @@ class ContextMemory(nn.Module):
         self.learn_alpha = cfg.learn_alpha
         if cfg.learn_alpha:
             a0 = self.mapping.alpha if self.mapping.kind == "entmax" and self.mapping.alpha > 1 else 1.5
-            am1 = torch.full((cfg.n_head,), a0 - 1.0)
-            self.alpha_param = nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))
+            self.alpha_param = alpha_parameter(a0, (cfg.n_head,))
 
     @property
     def alpha(self) -> Tensor | None:
-        return 1 + F.softplus(self.alpha_param) if self.learn_alpha else None
+        return alpha_from_parameter(self.alpha_param) if self.learn_alpha else None
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape

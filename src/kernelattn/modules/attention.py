@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attention import kernel_attention
-from ..mappings import resolve_mapping
+from ..mappings import alpha_from_parameter, alpha_parameter, resolve_mapping
 
 __all__ = ["KernelMultiheadAttention"]
 
@@ -58,13 +58,12 @@ class KernelMultiheadAttention(nn.Module):
         self.learn_alpha = learn_alpha
         if learn_alpha:
             a0 = self.mapping.alpha if self.mapping.kind == "entmax" and self.mapping.alpha > 1 else 1.5
-            am1 = torch.full((num_heads,), a0 - 1.0)
-            self.alpha_param = nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))  # inverse softplus
+            self.alpha_param = alpha_parameter(a0, (num_heads,))
 
     @property
     def alpha(self) -> Tensor | None:
         """Per-head α when learned, else ``None``."""
-        return 1 + F.softplus(self.alpha_param) if self.learn_alpha else None
+        return alpha_from_parameter(self.alpha_param) if self.learn_alpha else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
