@@ -3,15 +3,18 @@
 Queries are processed in blocks of rows; each block meets every admissible key at once
 (``(B, H, rows, keys)`` scores, never ``(T × T)``), its threshold is found by the
 in-place solvers of :mod:`._solver`, and only one threshold per query row (plus two
-row sums) is kept for the backward pass, which rebuilds each block's weights from the
-scores and that threshold and applies the closed-form entmax Jacobian:
+row sums, ``f = Σu^m`` and ``f0 = Σu^{m-1}``) is kept for the backward pass, which
+rebuilds each block's weights from the scores and that threshold and applies the
+closed-form entmax Jacobian:
 
     dS = g ⊙ (dP - (Σ g⊙dP) / Σ g),   g = p^{2-α} on the support,   dP = dO Vᵀ.
 
-Mappings without a closed form here (fixed normalisation, ReLU-max, top-k) go through
-the same block loop; their backward recomputes the block and differentiates the
-mapping locally with autograd, which is exact and still linear in memory because every
-such mapping acts on one row at a time.
+Per-row factors (``1/f``, ``f^{α-2}``) are applied to the small matmul operands and
+outputs rather than to the block, which saves a pass each. Normalised ReLUⁿ (fixed
+normalisation) has its own closed-form backward. The other mappings (ReLU-max, top-k)
+go through the same block loop; their backward recomputes the block and differentiates
+the mapping locally with autograd, which is exact and still linear in memory because
+every such mapping acts on one row at a time.
 
 Layout: grouped-query heads are folded into the row dimension, so a block's queries are
 ``(B·Hkv, G·rows, D)`` against keys ``(B·Hkv, keys, D)`` and no key or value is copied
@@ -26,14 +29,17 @@ import torch
 from torch import Tensor
 
 from ..mappings.registry import Mapping
-from ._solver import BlockStats, integer_order, solve_entmax_block, solve_softmax_block
+from ._solver import integer_order, solve_entmax_block, solve_softmax_block
 
 __all__ = ["Geometry", "blocked_attention", "DEFAULT_BLOCK_ELEMENTS"]
 
 # Target number of score entries per block (all heads of the batch together): 2^20
 # float32 entries = 4 MiB per scratch buffer, sized to stay in the last-level cache.
+# Measured on 2 CPU cores (B=1, H=4, E=64): T=4096 is fastest at 2^20 (64 rows per
+# block); at T=16384 blocks of 16 rows make the matmuls slow, and 64 rows (2^22 scores)
+# are fastest, hence the stretch to _GOOD_ROWS rows up to _STRETCH × the budget.
 DEFAULT_BLOCK_ELEMENTS = 1 << 20
-_MIN_ROWS, _MAX_ROWS = 8, 1024
+_MIN_ROWS, _GOOD_ROWS, _MAX_ROWS, _STRETCH = 8, 64, 1024, 4
 
 
 @dataclass
@@ -65,8 +71,9 @@ class Geometry:
             return self.Lk
         return max(0, min(self.Lk, i1 + self.causal_offset))
 
-    def plan(self, block_rows: int | None, budget: int = DEFAULT_BLOCK_ELEMENTS) -> None:
+    def plan(self, block_rows: int | None, budget: int | None = None) -> None:
         """Split the query rows so that each block holds about ``budget`` scores."""
+        budget = DEFAULT_BLOCK_ELEMENTS if budget is None else budget
         per_row = self.B * self.Hq
         blocks, i0 = [], 0
         while i0 < self.Lq:
@@ -75,7 +82,10 @@ class Geometry:
             else:
                 nb = self.Lq - i0
                 for _ in range(3):  # fixed point: the key range depends on the block's last row
-                    nb = budget // max(1, per_row * max(1, self.kend(i0 + nb)))
+                    per_block_row = max(1, per_row * max(1, self.kend(i0 + nb)))
+                    # ~budget scores, but at least _GOOD_ROWS rows (short blocks make slow
+                    # matmuls) as long as that stays within _STRETCH × budget
+                    nb = max(budget // per_block_row, min(_GOOD_ROWS, (_STRETCH * budget) // per_block_row))
                     nb = max(_MIN_ROWS, min(_MAX_ROWS, nb))
                 nb = max(_MIN_ROWS, (nb // _MIN_ROWS) * _MIN_ROWS)
             i1 = min(self.Lq, i0 + nb)
@@ -137,32 +147,23 @@ def _alpha_rows(alpha_bh: Tensor, geo: Geometry, nb: int) -> Tensor:
     return alpha_bh.expand(geo.B, geo.Hq, nb, 1).reshape(-1, 1)
 
 
-def _weights_and_g(S: Tensor, t: Tensor, f: Tensor, alpha, m_int: int | None, U: Tensor, W: Tensor
-                   ) -> tuple[Tensor, Tensor]:
-    """Rebuild ``p`` and ``g = p^{2-α}`` of a block from its threshold; returns ``(P, G)``.
+def _weights_and_g(S: Tensor, t: Tensor, alpha, m_int: int | None, U: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+    """Rebuild the unnormalised ``u^m`` and ``u^{m-1}`` of a block, ``u = (S - t)_+``.
 
-    With ``ũ = (S - t)_+ · f^{-1/m}``: ``p = ũ^m`` and ``g = ũ^{m-1}``.
+    ``p = u^m / f`` and ``g = p^{2-α} = u^{m-1} · f^{α-2}``; the per-row factors are
+    applied to the small matmul operands instead of the block.
     """
     torch.sub(S, t, out=U)
     U.clamp_(min=0)
-    if isinstance(alpha, Tensor):
-        a = alpha.to(S.dtype) - 1
-        U.mul_(f.pow(-a))
-        torch.pow(U, 1.0 / a - 1, out=W)
-        W.masked_fill_(U <= 0, 0.0)
-        U.mul_(W)
-        return U, W
     m = m_int
-    if m is None:
-        a = float(alpha) - 1.0
-        U.mul_(f.pow(-a))
+    if m is None:  # tensor or non-integer exponent
+        a = alpha.to(S.dtype) - 1 if isinstance(alpha, Tensor) else float(alpha) - 1.0
         torch.pow(U, 1.0 / a - 1, out=W)
         W.masked_fill_(U <= 0, 0.0)
         U.mul_(W)
         return U, W
-    U.mul_(f.pow(-1.0 / m))
     if m == 1:
-        torch.sign(U, out=W)
+        torch.gt(S, t, out=W)
         return U, W
     if m == 2:
         torch.mul(U, U, out=W)
@@ -183,14 +184,13 @@ class _EntmaxAttention(torch.autograd.Function):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
         BK = B * geo.Hkv
-        alpha = alpha_t if alpha_t is not None else alpha_f
         softmax = alpha_t is None and alpha_f == 1.0
         m_int = None if alpha_t is not None or softmax else integer_order(alpha_f)
         ws = _Workspace(geo.buffer_elements(), 3, dt, dev)
         out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
         t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
         f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
-        g_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        f0_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
         for i0, i1, kend in geo.blocks:
@@ -202,23 +202,22 @@ class _EntmaxAttention(torch.autograd.Function):
             S2 = S.view(R, kend)
             U, W = ws.view(1, R, kend), ws.view(2, R, kend)
             if softmax:
-                st: BlockStats = solve_softmax_block(S2, U)
-                P = U
+                P, st = solve_softmax_block(S2, U)
             else:
                 a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else alpha_f
-                st = solve_entmax_block(S2, a_rows, U, W)
-                P = U if m_int == 1 else W
-                P.div_(st.f)
+                P, st = solve_entmax_block(S2, a_rows, U, W)
             if want_support:
                 support[:, :, i0:i1] = torch.count_nonzero(P, dim=-1).view(B, Hq, nb)
-            ob = torch.bmm(P.view(BK, geo.G * nb, kend), v3[:, :kend])
+            # normalise the small output, not the block: o = (u^m V) / f
+            ob = torch.bmm(P.view(BK, geo.G * nb, kend), v3[:, :kend]).div_(st.f.view(BK, geo.G * nb, 1))
             out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
             t_all[:, :, i0:i1] = st.t.view(B, Hq, nb)
-            f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
-            g_all[:, :, i0:i1] = st.gsum.view(B, Hq, nb)
+            if not softmax:  # softmax's backward rebuilds normalised weights from t = logsumexp
+                f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
+                f0_all[:, :, i0:i1] = st.f0.view(B, Hq, nb)
         ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
         ctx.has_alpha_t = alpha_t is not None
-        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, g_all, alpha_t)
+        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t)
         if support is not None:
             ctx.mark_non_differentiable(support)
         return out, support
@@ -226,7 +225,7 @@ class _EntmaxAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, _grad_support=None):
-        q5, k3, v3, out, t_all, f_all, g_all, alpha_t = ctx.saved_tensors
+        q5, k3, v3, out, t_all, f_all, f0_all, alpha_t = ctx.saved_tensors
         geo: Geometry = ctx.geo
         dt, dev = q5.dtype, q5.device
         B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
@@ -250,41 +249,44 @@ class _EntmaxAttention(torch.autograd.Function):
             S, qb = _scores(geo, ws, q5, k3, i0, i1, kend, buf=0)
             S2 = S.view(R, kend)
             U, W = ws.view(1, R, kend), ws.view(2, R, kend)
-            t, f, gsum = _rows(t_all, i0, i1), _rows(f_all, i0, i1), _rows(g_all, i0, i1)
+            t, f, f0 = _rows(t_all, i0, i1), _rows(f_all, i0, i1), _rows(f0_all, i0, i1)
             if ctx.softmax:
                 torch.sub(S2, t, out=U)
                 U.exp_()
-                P, Gm = U, U
+                P, Gm, c_g = U, U, None
             else:
                 a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else ctx.alpha_f
-                P, Gm = _weights_and_g(S2, t, f, a_rows, ctx.m_int, U, W)
+                P, Gm = _weights_and_g(S2, t, a_rows, ctx.m_int, U, W)
+                c_g = None if ctx.m_int == 1 else f.pow(a_rows - 2)  # g = u^{m-1} f^{α-2}
             dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
             dP = S  # scores are no longer needed: reuse their buffer for dP, then dS
             torch.bmm(dOb, v3[:, :kend].transpose(1, 2), out=dP)
             dP2 = dP.view(R, kend)
             if need_alpha:
                 plogp = ws.view(3, R, kend)
-                torch.xlogy(P, P, out=plogp)
+                torch.div(P, f, out=plogp)
+                torch.xlogy(plogp, plogp, out=plogp)
                 ent = plogp.sum(-1, keepdim=True)
                 dp_plogp = plogp.mul_(dP2).sum(-1, keepdim=True)
-            # dS = g ⊙ (dP - r),  r = Σ g dP / Σ g
-            if Gm is P and ctx.softmax:
-                dP2.mul_(P)
-                r = dP2.sum(-1, keepdim=True)
-                dP2.addcmul_(P, r, value=-1.0)
-            else:
-                dP2.mul_(Gm)
-                r = dP2.sum(-1, keepdim=True) / gsum
-                dP2.addcmul_(Gm, r, value=-1.0)
+            # dS = g ⊙ (dP - r),  r = Σ g dP / Σ g  (the row factor of g cancels in r)
+            dP2.mul_(Gm)
+            r = dP2.sum(-1, keepdim=True) / f0
+            dP2.addcmul_(Gm, r, value=-1.0)
             if need_alpha:
                 a = _alpha_rows(alpha_bh, geo, nb) - 1
                 beta = 1.0 / a
                 da = beta * beta * (_rows(dp_p, i0, i1) - r) - beta * (dp_plogp - r * ent)
                 dalpha[:, :, i0:i1] = da.view(B, Hq, nb)
             kb = k3[:, :kend]
-            dq5[:, :, :, i0:i1] = torch.bmm(dP, kb).view(B, Hkv, G, nb, geo.D)
+            dq = torch.bmm(dP, kb)
+            if c_g is not None:
+                c3 = c_g.view(BK, GN, 1)
+                dq.mul_(c3)
+                qb = qb * c3
+            dq5[:, :, :, i0:i1] = dq.view(B, Hkv, G, nb, geo.D)
             dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb)
-            dv3[:, :kend].baddbmm_(P.view(BK, GN, kend).transpose(1, 2), dOb)
+            dOv = dOb if ctx.softmax else dOb / f.view(BK, GN, 1)
+            dv3[:, :kend].baddbmm_(P.view(BK, GN, kend).transpose(1, 2), dOv)
         dalpha_out = None
         if need_alpha:
             dalpha_out = _reduce_to(dalpha.sum(-1, keepdim=True).unsqueeze(-1), alpha_t)
@@ -305,6 +307,90 @@ def _reduce_to(grad_bh11: Tensor, alpha_t: Tensor) -> Tensor:
     if red:
         g = g.sum(dim=red, keepdim=True)
     return g.reshape(shape).to(alpha_t.dtype)
+
+
+class _ReluAttention(torch.autograd.Function):
+    """Normalised ReLUⁿ (fixed-bandwidth n-weight kernel) with a closed-form blocked backward.
+
+    ``w = relu(a·s + b)^n``, ``p = w / f`` with ``f = Σ w`` (rows with ``f = 0`` give
+    zeros), and ``∂L/∂s_j = (a n / f) · relu(a s_j + b)^{n-1} · (dP_j - dO·o)``.
+    """
+
+    @staticmethod
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, n: int, a: float, b: float, geo: Geometry,
+                want_support: bool):
+        dt, dev = q5.dtype, q5.device
+        B, Hq, Lq = geo.B, geo.Hq, geo.Lq
+        BK = B * geo.Hkv
+        ws = _Workspace(geo.buffer_elements(), 2, dt, dev)
+        out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
+        f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            GN = geo.G * nb
+            S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
+            w = _relu_powers(S, a, b, n, ws.view(1, BK, GN, kend))[0]
+            f = w.sum(-1, keepdim=True)
+            f = torch.where(f > 0, f, torch.ones_like(f))
+            if want_support:
+                support[:, :, i0:i1] = torch.count_nonzero(w, dim=-1).view(B, Hq, nb)
+            ob = torch.bmm(w, v3[:, :kend]).div_(f)
+            out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
+            f_all[:, :, i0:i1] = f.view(B, Hq, nb)
+        ctx.geo, ctx.n, ctx.a, ctx.b = geo, n, a, b
+        ctx.save_for_backward(q5, k3, v3, out, f_all)
+        if support is not None:
+            ctx.mark_non_differentiable(support)
+        return out, support
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_support=None):
+        q5, k3, v3, out, f_all = ctx.saved_tensors
+        geo: Geometry = ctx.geo
+        B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
+        BK = B * Hkv
+        dO5 = grad_out.to(q5.dtype).contiguous()
+        do_o = (dO5 * out).sum(-1, keepdim=True)  # Σ_j p_j dP_j = dO · o, per row
+        dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
+        ws = _Workspace(geo.buffer_elements(), 3, q5.dtype, q5.device)
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            GN = G * nb
+            S, qb = _scores(geo, ws, q5, k3, i0, i1, kend)
+            w, g = _relu_powers(S, ctx.a, ctx.b, ctx.n, ws.view(1, BK, GN, kend))
+            f = f_all[:, :, i0:i1].reshape(BK, GN, 1)
+            dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
+            dP = ws.view(2, BK, GN, kend)
+            torch.bmm(dOb, v3[:, :kend].transpose(1, 2), out=dP)
+            dP.sub_(do_o[:, :, :, i0:i1].reshape(BK, GN, 1)).mul_(g)  # dS up to the row factor a·n/f
+            c = (ctx.a * ctx.n) / f
+            kb = k3[:, :kend]
+            dq5[:, :, :, i0:i1] = torch.bmm(dP, kb).mul_(c).view(B, Hkv, G, nb, geo.D)
+            dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb * c)
+            dv3[:, :kend].baddbmm_(w.transpose(1, 2), dOb / f)
+        return dq5, dk3, dv3, None, None, None, None, None
+
+
+def _relu_powers(S: Tensor, a: float, b: float, n: int, W: Tensor) -> tuple[Tensor, Tensor]:
+    """In place: ``r = relu(a·S + b)``; returns ``(r^n, r^{n-1})`` (for n = 1 the second is ``1[r > 0]``)."""
+    S.mul_(a).add_(b).clamp_(min=0)  # masked -inf stay at 0
+    if n == 1:
+        torch.gt(S, 0, out=W)
+        return S, W
+    if n == 2:
+        torch.mul(S, S, out=W)
+        return W, S
+    torch.mul(S, S, out=W)
+    for _ in range(n - 3):
+        W.mul_(S)
+    S.mul_(W)
+    return S, W
 
 
 class _MappingAttention(torch.autograd.Function):
@@ -391,4 +477,7 @@ def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping
         return _EntmaxAttention.apply(q5, k3, v3, alpha_t, None, geo, want_support)
     if mapping.kind == "entmax":
         return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support)
+    if mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor):
+        return _ReluAttention.apply(q5, k3, v3, int(mapping.n), float(mapping.scale), float(mapping.bias), geo,
+                                    want_support)
     return _MappingAttention.apply(q5, k3, v3, mapping, geo, want_support)

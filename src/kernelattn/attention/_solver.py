@@ -1,27 +1,30 @@
 """Per-block threshold solvers: the α-entmax threshold of a (rows, keys) score block.
 
-These work *in place* on caller-owned buffers because on CPU the cost of an attention
-threshold is dominated by memory traffic and by allocating fresh (rows × keys) tensors,
-not by arithmetic. Every routine takes scores ``S`` (masked entries ``-inf``) and
-returns per-row statistics from which the weights can be rebuilt exactly:
+These work *in place* on caller-owned buffers: on CPU the cost of an attention
+threshold is the number of passes over the block (each pass over a cache-resident block
+is one eager PyTorch op) and allocating fresh (rows × keys) tensors, not arithmetic.
+Every routine takes scores ``S`` (masked entries ``-inf``) and returns per-row
+statistics from which the weights can be rebuilt exactly:
 
 * α-entmax (α > 1), with ``a = α - 1`` and ``m = 1/a``:
   ``u = (S - t)_+``,  ``p = u^m / f``,  where ``f = Σ u^m`` at the returned ``t``.
   ``t`` solves ``Σ (S - t)_+^m = a^{-m}`` (the entmax condition written in score
   units), so ``f`` equals ``a^{-m}`` up to the solver tolerance; dividing by the measured
   ``f`` makes ``Σ p = 1`` exact in floating point. The entmax Jacobian needs
-  ``g = p^{2-α} = u^{m-1} / f^{2-α}``; its row sum is returned too.
-* softmax (α = 1): ``t = logsumexp(S)``, ``p = exp(S - t)``.
+  ``g = p^{2-α} = u^{m-1} / f^{2-α}``, whose unscaled row sum ``f0 = Σ u^{m-1}`` is
+  returned too.
+* softmax (α = 1): ``t = logsumexp(S)``, ``p = exp(S - t)``; ``f = f0 = 1``.
 
-Fully masked rows get ``t = +inf`` and ``f = 1``, so every rebuilt weight is 0.
+Fully masked rows get ``t = +inf`` and ``f = f0 = 1``, so every rebuilt weight is 0.
 
-Root finding: Newton's method on ``φ(t) = ||(S - t)_+||_m - 1/a``. For ``m >= 1``
-(``α <= 2``) ``φ`` is convex and decreasing, so Newton started left of the root
-(``t0 = max S - 1/a``, where the row maximum alone has weight 1) increases monotonically
-to it and never overshoots; for sparsemax (``m = 1``) it is exact after finitely many
-steps (the support stops changing). For ``α > 2`` a bisection safeguard keeps the iterate
-inside a bracket. Each Newton step is one sweep over the block: 3 in-place passes for
-sparsemax, 4 for 1.5-entmax, 6 for 4/3-entmax (integer ``m`` uses products, not pow).
+Root finding on ``φ(t) = ||(S - t)_+||_m - 1/a``, started at ``t0 = max S - 1/a``
+(the row maximum alone has weight 1) and kept inside the bracket ``[t0, max S]`` with a
+bisection fallback. For ``m <= 2`` (sparsemax, 1.5-entmax) the update is Newton's: ``φ``
+is convex and decreasing, so from the left it increases monotonically to the root (for
+sparsemax it is exact once the support stops changing). For ``m >= 3`` (4/3-entmax and
+beyond) it is Halley's, which needs one more row sum per sweep but about a third fewer
+sweeps. Passes per sweep: sparsemax 5, 1.5-entmax 5, 4/3-entmax 7 (integer ``m`` uses
+products, not pow); typical sweeps at T = 4096 with unit-variance scores: 7, 6, 4.
 """
 
 from __future__ import annotations
@@ -48,118 +51,111 @@ def default_tol(dtype: torch.dtype) -> float:
 
 
 class BlockStats:
-    """Per-row state saved for the backward pass: ``t``, ``f`` and ``Σg`` (each (R, 1))."""
+    """Per-row state kept for the backward pass: ``t``, ``f = Σu^m``, ``f0 = Σu^{m-1}`` (each (R, 1))."""
 
-    __slots__ = ("t", "f", "gsum", "n_iter")
+    __slots__ = ("t", "f", "f0", "n_iter")
 
-    def __init__(self, t: Tensor, f: Tensor, gsum: Tensor, n_iter: int):
-        self.t, self.f, self.gsum, self.n_iter = t, f, gsum, n_iter
+    def __init__(self, t: Tensor, f: Tensor, f0: Tensor, n_iter: int):
+        self.t, self.f, self.f0, self.n_iter = t, f, f0, n_iter
 
 
-def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1: Tensor | None):
-    """Fill ``U = (S - t)_+`` and ``W = U^m`` (for m = 1, ``W`` gets ``1[U > 0]`` and
-    ``U`` itself is ``U^m``); return ``(Σ U^m, Σ U^(m-1))`` per row."""
+def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1, halley: bool):
+    """One sweep at ``t``: fill ``U = (S - t)_+`` and the weights ``u^m``; return
+    ``(weights buffer, Σu^m, Σu^{m-1}, Σu^{m-2} or None)`` per row."""
     torch.sub(S, t, out=U)
     U.clamp_(min=0)
-    if m == 1:
+    if m == 1:  # weights are U itself; W receives the support indicator
         f1 = U.sum(dim=-1, keepdim=True)
-        torch.sign(U, out=W)
-        return f1, W.sum(dim=-1, keepdim=True)
+        torch.gt(S, t, out=W)
+        return U, f1, W.sum(dim=-1, keepdim=True), None
     if m == 2:
         f0 = U.sum(dim=-1, keepdim=True)
         torch.mul(U, U, out=W)
-        return W.sum(dim=-1, keepdim=True), f0
-    if m is not None:  # integer m >= 3: W = U^(m-1), then one more product
+        return W, W.sum(dim=-1, keepdim=True), f0, None
+    if m is not None:  # integer m >= 3: build u^2, ..., u^m by products
+        f2 = U.sum(dim=-1, keepdim=True) if halley and m == 3 else None
         torch.mul(U, U, out=W)
-        for _ in range(m - 3):
+        for j in range(2, m):  # here W = u^j
+            if halley and j == m - 2:
+                f2 = W.sum(dim=-1, keepdim=True)
+            if j == m - 1:
+                f0 = W.sum(dim=-1, keepdim=True)
             W.mul_(U)
-        f0 = W.sum(dim=-1, keepdim=True)
-        W.mul_(U)
-        return W.sum(dim=-1, keepdim=True), f0
+        return W, W.sum(dim=-1, keepdim=True), f0, f2
     # general (tensor or non-integer) exponent m - 1, guarded at u = 0
     torch.pow(U, mm1, out=W)
     W.masked_fill_(U <= 0, 0.0)
     f0 = W.sum(dim=-1, keepdim=True)
     W.mul_(U)
-    return W.sum(dim=-1, keepdim=True), f0
+    return W, W.sum(dim=-1, keepdim=True), f0, None
 
 
-class _Newton:
-    """Safeguarded Newton update on ``||(S - t)_+||_m - 1/a`` for a batch of rows."""
+class _RootStep:
+    """Newton / Halley update on ``||(S - t)_+||_m - 1/a`` for a batch of rows.
 
-    def __init__(self, dtype, a, m, inv_a, target, tol, dead, convex, lo, hi):
-        self.a, self.m, self.inv_a, self.target, self.tol = a, m, inv_a, target, tol
-        self.dead, self.convex, self.lo, self.hi = dead, convex, lo, hi
+    The update costs a dozen small per-row ops, as much as a pass over the block, so the
+    plain convex Newton case (``1 <= m <= 2``: monotone from the left, no bracket needed)
+    takes a short path; Halley and ``m < 1`` keep a bisection-safeguarded bracket.
+    """
+
+    def __init__(self, dtype, m, inv_a, target, tol, dead, lo, hi, safeguard: bool):
+        self.m, self.inv_a, self.target, self.tol = m, inv_a, target, tol
+        self.dead, self.lo, self.hi, self.safeguard = dead, lo, hi, safeguard
         self.tiny, self.eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
 
-    def step(self, t: Tensor, f1: Tensor, f0: Tensor) -> tuple[Tensor, bool]:
+    def __call__(self, t: Tensor, f1: Tensor, f0: Tensor, f2: Tensor | None, n_iter: int) -> tuple[Tensor, bool]:
         """Next iterate from the power sums at ``t``; ``True`` when every row has converged."""
         rel = f1 / self.target - 1
         done = (rel.abs() <= self.tol) | self.dead
         if bool(done.all()):
             return t, True
-        # t += (f1 - f1^{1-1/m}/a) / f0
-        new_t = t + (f1 - f1.pow(1 - 1 / self.m) * self.inv_a) / f0.clamp_min(self.tiny)
-        if not self.convex:
+        m = self.m
+        f0c = f0.clamp_min(self.tiny)
+        if not self.safeguard:
+            # t += (f1 - f1^{1-1/m}/a) / f0; dead rows (t = +inf, f = 0) stay at +inf
+            if m == 1:
+                new_t = t + (f1 - self.inv_a) / f0c
+            elif m == 2:
+                new_t = t + (f1 - f1.sqrt() * self.inv_a) / f0c
+            else:
+                new_t = t + (f1 - f1.pow(1 - 1 / m) * self.inv_a) / f0c
+        else:
             self.lo = torch.where(rel > 0, t, self.lo)
             self.hi = torch.where(rel < 0, t, self.hi)
-            ok = (new_t > self.lo) & (new_t < self.hi) & (f0 > 0)
+            f1c = f1.clamp_min(self.tiny)
+            phi = f1c.pow(1 / m) - self.inv_a
+            d1 = -f1c.pow(1 / m - 1) * f0  # φ'
+            if f2 is None:  # Newton
+                new_t = t - phi / d1
+            else:  # Halley: t - 2φφ' / (2φ'² - φφ'')
+                d2 = (m - 1) * (f1c.pow(1 / m - 1) * f2 - f1c.pow(1 / m - 2) * f0 * f0)
+                new_t = t - 2 * phi * d1 / (2 * d1 * d1 - phi * d2)
+            ok = (new_t > self.lo) & (new_t < self.hi)  # also rejects NaN
             new_t = torch.where(ok, new_t, (self.lo + self.hi) / 2)
-        # a step below the rounding of t counts as converged
-        stalled = (new_t - t).abs() <= 4 * self.eps * t.abs().clamp_min(1.0)
-        if bool((done | stalled).all()):
-            return t, True
-        return torch.where(done, t, new_t), False
-
-
-def _solve_on_candidates(S: Tensor, t: Tensor, newton: _Newton, m_int, mm1, max_iter: int) -> Tensor:
-    """Newton restricted to the entries ``S > t`` (a superset of the final support).
-
-    The candidates are gathered into one flat vector with a row index, so each further
-    iteration costs a pass over a few percent of the block instead of all of it.
-    Returns ``t`` unchanged when the candidates are not few enough to pay off.
-    """
-    cand = S > t
-    counts = cand.sum(dim=-1)
-    if int(counts.sum()) > S.numel() // 4:
-        return t
-    vals = S.masked_select(cand)
-    R = S.shape[0]
-    rows = torch.repeat_interleave(torch.arange(R, device=S.device), counts)
-    if isinstance(mm1, Tensor):
-        mm1 = mm1.reshape(-1)[rows]
-    zeros = torch.zeros(R, dtype=S.dtype, device=S.device)
-    for _ in range(max_iter):
-        u = (vals - t.reshape(-1)[rows]).clamp_(min=0)
-        if m_int == 1:
-            um1 = (u > 0).to(u.dtype)
-        elif m_int is not None:
-            um1 = u.pow(m_int - 1)
-        else:
-            um1 = torch.where(u > 0, u.pow(mm1), torch.zeros_like(u))
-        f0 = zeros.index_add(0, rows, um1).unsqueeze(1)
-        f1 = zeros.index_add(0, rows, um1.mul_(u)).unsqueeze(1)
-        t, finished = newton.step(t, f1, f0)
-        if finished:
-            break
-    return t
+            new_t = torch.where(done, t, new_t)
+        if n_iter >= 6:
+            # float rounding can keep |Σp - 1| just above tol: a step below the rounding
+            # of t then counts as converged
+            stalled = (new_t - t).abs() <= 4 * self.eps * t.abs().clamp_min(1.0)
+            if bool((done | stalled).all()):
+                return t, True
+        return new_t, False
 
 
 def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
-                       tol: float | None = None, max_iter: int = MAX_ITER, compact: bool = True) -> BlockStats:
+                       tol: float | None = None, max_iter: int = MAX_ITER) -> tuple[Tensor, BlockStats]:
     """Threshold of α-entmax (α > 1) for every row of ``S`` (R, n), in place.
 
     Args:
         S: scores, ``-inf`` = masked; not modified.
         alpha: float > 1, or a tensor (R, 1) of per-row α > 1.
-        U, W: scratch buffers shaped like ``S``. On return the *unnormalised* weights
-            ``u^m`` at the final threshold are in ``U`` for sparsemax (``m = 1``) and in
-            ``W`` otherwise (divide by ``stats.f`` for ``p``).
+        U, W: scratch buffers shaped like ``S``.
         tol: stop when ``|Σu^m · a^m - 1| <= tol`` on every row.
-        compact: after the first sweep, iterate on the candidate entries only (α <= 2).
 
     Returns:
-        :class:`BlockStats` with ``t``, ``f`` (= Σu^m) and ``gsum`` (= Σ p^{2-α}).
+        ``(weights, stats)``: ``weights`` is ``U`` or ``W`` holding the *unnormalised*
+        weights ``u^m`` at the final threshold (``p = weights / stats.f``), and
+        :class:`BlockStats`.
     """
     tol = default_tol(S.dtype) if tol is None else tol
     tiny = torch.finfo(S.dtype).tiny
@@ -169,45 +165,31 @@ def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
         a = (alpha.to(S.dtype) - 1).expand_as(mx)
         m_int, m = None, 1.0 / a
         mm1 = m - 1
-        inv_a = 1.0 / a
-        convex = bool((a <= 1).all())
         target = a.pow(-m)  # a^{-m}
     else:
         a = float(alpha) - 1.0
         m_int, m = integer_order(float(alpha)), 1.0 / a
         mm1 = None if m_int is not None else torch.full_like(mx, m - 1)
-        inv_a = 1.0 / a
-        convex = a <= 1
         target = a ** (-m)
+    halley = m_int is not None and m_int >= 3
+    convex_newton = m_int in (1, 2) or (not isinstance(alpha, Tensor) and not halley and 1.0 <= m <= 2.0)
     mx0 = torch.where(dead, torch.zeros_like(mx), mx)
-    t = torch.where(dead, torch.full_like(mx, math.inf), mx0 - inv_a)
-    n_fin = (~torch.isneginf(S)).sum(dim=-1, keepdim=True).clamp_min(1).to(S.dtype) if not convex else None
-    newton = _Newton(S.dtype, a, m, inv_a, target, tol, dead, convex, t,
-                     None if convex else mx0 - n_fin.pow(-a) * inv_a)
+    t = torch.where(dead, torch.full_like(mx, math.inf), mx0 - 1.0 / a)
+    step = _RootStep(S.dtype, m, 1.0 / a, target, tol, dead, lo=t, hi=mx0, safeguard=not convex_newton)
     n_iter = 0
-    f1 = f0 = None
-    compacted = not (compact and convex)
     for n_iter in range(1, max_iter + 1):
-        f1, f0 = _power_sums(S, t, U, W, m_int, mm1)
-        new_t, finished = newton.step(t, f1, f0)
+        P, f1, f0, f2 = _power_sums(S, t, U, W, m_int, mm1, halley)
+        new_t, finished = step(t, f1, f0, f2, n_iter)
         if finished or n_iter == max_iter:
             break
         t = new_t
-        if not compacted:
-            # Newton from the left never overshoots, so keys with S <= t stay out of the
-            # support: finish on the few remaining candidates, then sweep once to confirm.
-            t = _solve_on_candidates(S, t, newton, m_int, mm1, max_iter)
-            compacted = True
     f = torch.where(dead, torch.ones_like(f1), f1.clamp_min(tiny))
-    # Σ g = Σ u^{m-1} / f^{2-α}
-    gexp = 2 - (a + 1)
-    gsum = torch.where(dead, torch.ones_like(f0), f0 / f.pow(gexp) if isinstance(gexp, Tensor) or gexp != 0
-                       else f0)
-    return BlockStats(t, f, gsum.clamp_min(tiny), n_iter)
+    f0 = torch.where(dead, torch.ones_like(f0), f0.clamp_min(tiny))
+    return P, BlockStats(t, f, f0, n_iter)
 
 
-def solve_softmax_block(S: Tensor, U: Tensor) -> BlockStats:
-    """Softmax of every row of ``S`` (R, n): ``U`` receives ``exp(S - t)`` with ``t = logsumexp``."""
+def solve_softmax_block(S: Tensor, U: Tensor) -> tuple[Tensor, BlockStats]:
+    """Softmax of every row of ``S`` (R, n): ``U`` receives ``exp(S - max)``; ``p = U / f``."""
     mx = S.amax(dim=-1, keepdim=True)
     dead = torch.isneginf(mx)
     mx0 = torch.where(dead, torch.zeros_like(mx), mx)
@@ -215,6 +197,5 @@ def solve_softmax_block(S: Tensor, U: Tensor) -> BlockStats:
     U.exp_()
     s = U.sum(dim=-1, keepdim=True)
     t = torch.where(dead, torch.full_like(mx, math.inf), mx0 + torch.log(s.clamp_min(torch.finfo(S.dtype).tiny)))
-    U.div_(torch.where(dead, torch.ones_like(s), s))
-    one = torch.ones_like(s)
-    return BlockStats(t, one, one, 1)
+    f = torch.where(dead, torch.ones_like(s), s)
+    return U, BlockStats(t, f, torch.ones_like(s), 1)

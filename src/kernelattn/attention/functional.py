@@ -240,10 +240,9 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
     is_softmax = alpha_t is None and mapping.is_softmax
     if dropout_p and not is_softmax:
         raise ValueError("dropout_p > 0 is supported for softmax (through SDPA) only")
-    name = select_backend(query, key, value, is_softmax=is_softmax,
-                          alpha=alpha_t if alpha_t is not None else (mapping.alpha if mapping.kind == "entmax" else None),
-                          attn_mask=attn_mask, causal_offset=causal_offset, return_support=return_support,
-                          backend=backend)
+    entmax_alpha = alpha_t if alpha_t is not None else (mapping.alpha if mapping.kind == "entmax" else None)
+    name = select_backend(query, key, value, is_softmax=is_softmax, alpha=entmax_alpha, attn_mask=attn_mask,
+                          causal_offset=causal_offset, return_support=return_support, backend=backend)
     if dropout_p and name != "sdpa":
         raise ValueError("dropout_p > 0 needs the sdpa backend")
     if name == "sdpa":
