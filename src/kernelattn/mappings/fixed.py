@@ -67,7 +67,10 @@ def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
     # -inf * scale + bias = -inf -> relu gives 0, so masking needs no special case.
     w = torch.relu(xc * scale + bias)
     if n > 1:
-        w = w.pow(n)
+        # Divide by the row max before the power (the normalisation cancels it): w**n
+        # would underflow to 0 for tiny weights and overflow for huge ones.
+        top = w.amax(dim=dim, keepdim=True)
+        w = (w / torch.where(top > 0, top, torch.ones_like(top))).pow(n)
     return _safe_normalize(w, dim).to(x.dtype)
 
 
