@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kernelattn-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo kernels test bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/kernelattn reproduce --preset quick --tasks copy,mqmtar,lm --out runs/demo
+
+kernels: $(STAMP)
 	$(BIN)/kernelattn kernels --out runs/kernels
 
 test: $(STAMP)
@@ -27,6 +30,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mappings.py
+	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -393,6 +393,125 @@ def _relu_powers(S: Tensor, a: float, b: float, n: int, W: Tensor) -> tuple[Tens
     return S, W
 
 
+class _RowMaxAttention(torch.autograd.Function):
+    """ReLU-max and top-k (softmax or uniform) with closed-form blocked backward.
+
+    Each keeps two numbers per query row — the row maximum ``m`` (ReLU-max, top-k
+    softmax) or the k-th largest score ``τ`` (top-k), and the normaliser ``f`` — so the
+    backward rebuilds a block's weights without sorting or autograd:
+
+    * ReLU-max: ``r = relu((s - m)/T + 1)``, ``p = r/f``; ``∂L/∂s_j = c_j/T`` with
+      ``c = 1[r>0](dP - dO·o)/f``, minus ``Σc/T`` shared over the row's maxima (``m``
+      depends on them).
+    * top-k softmax: ``p ∝ exp(s - m)`` on ``s >= τ``; ``∂L/∂s = p(dP - dO·o)``.
+    * top-k uniform: ``p = 1/f`` on ``s >= τ``; no gradient to the scores.
+
+    Entries tied with the k-th score are all kept (``torch.topk`` would pick among them).
+    """
+
+    @staticmethod
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, kind: str, k: int, temperature: float, geo: Geometry,
+                want_support: bool):
+        dt, dev = q5.dtype, q5.device
+        B, Hq, Lq = geo.B, geo.Hq, geo.Lq
+        BK = B * geo.Hkv
+        ws = _Workspace(geo.buffer_elements(), 1, dt, dev)
+        out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
+        m_all = torch.zeros((B, Hq, Lq), dtype=dt, device=dev)
+        t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
+        f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            GN = geo.G * nb
+            S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
+            m, t = _rowmax_weights(S, kind, k, temperature)
+            f = S.sum(-1, keepdim=True)
+            f = torch.where(f > 0, f, torch.ones_like(f))
+            if want_support:
+                support[:, :, i0:i1] = torch.count_nonzero(S, dim=-1).view(B, Hq, nb)
+            ob = torch.bmm(S, v3[:, :kend]).div_(f)
+            out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
+            m_all[:, :, i0:i1] = m.view(B, Hq, nb)
+            t_all[:, :, i0:i1] = t.view(B, Hq, nb)
+            f_all[:, :, i0:i1] = f.view(B, Hq, nb)
+        ctx.geo, ctx.kind, ctx.temperature = geo, kind, temperature
+        ctx.save_for_backward(q5, k3, v3, out, m_all, t_all, f_all)
+        if support is not None:
+            ctx.mark_non_differentiable(support)
+        return out, support
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_support=None):
+        q5, k3, v3, out, m_all, t_all, f_all = ctx.saved_tensors
+        geo: Geometry = ctx.geo
+        B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
+        BK = B * Hkv
+        kind, T = ctx.kind, ctx.temperature
+        dO5 = grad_out.to(q5.dtype).contiguous()
+        do_o = (dO5 * out).sum(-1, keepdim=True)  # Σ_j p_j dP_j = dO · o, per row
+        dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
+        ws = _Workspace(geo.buffer_elements(), 2, q5.dtype, q5.device)
+        for i0, i1, kend in geo.blocks:
+            if kend == 0:
+                continue
+            nb = i1 - i0
+            GN = G * nb
+            S, qb = _scores(geo, ws, q5, k3, i0, i1, kend)
+            m = m_all[:, :, i0:i1].reshape(BK, GN, 1)
+            f = f_all[:, :, i0:i1].reshape(BK, GN, 1)
+            dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
+            kb = k3[:, :kend]
+            if kind == "relumax":
+                is_max = S == m  # before S is overwritten: the entries m depends on
+            _rebuild(S, kind, m, t_all[:, :, i0:i1].reshape(BK, GN, 1), T)  # unnormalised weights
+            dv3[:, :kend].baddbmm_(S.transpose(1, 2), dOb / f)
+            if kind == "topk_uniform":
+                continue
+            dS = ws.view(1, BK, GN, kend)
+            torch.bmm(dOb, v3[:, :kend].transpose(1, 2), out=dS)
+            dS.sub_(do_o[:, :, :, i0:i1].reshape(BK, GN, 1))
+            if kind == "topk_softmax":
+                dS.mul_(S).div_(f)
+            else:  # relumax
+                dS.mul_(S > 0).div_(f * T)
+                share = dS.sum(-1, keepdim=True) / is_max.sum(-1, keepdim=True).clamp_min(1)
+                dS.sub_(is_max * share)
+            dq5[:, :, :, i0:i1] = torch.bmm(dS, kb).view(B, Hkv, G, nb, geo.D)
+            dk3[:, :kend].baddbmm_(dS.transpose(1, 2), qb)
+        return dq5, dk3, dv3, None, None, None, None, None
+
+
+def _rowmax_weights(S: Tensor, kind: str, k: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """In place: turn scores into unnormalised weights; return the row stats (m, τ)."""
+    if kind == "relumax":
+        m = S.amax(-1, keepdim=True)
+        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+        t = torch.full_like(m, float("inf"))
+    else:
+        top = torch.topk(S, min(k, S.shape[-1]), dim=-1).values
+        m, t = top[..., :1], top[..., -1:]
+        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    _rebuild(S, kind, m, t, temperature)
+    return m, t
+
+
+def _rebuild(S: Tensor, kind: str, m: Tensor, t: Tensor, temperature: float) -> None:
+    """In place: scores → unnormalised weights from the saved row stats."""
+    if kind == "relumax":
+        S.sub_(m).div_(temperature).add_(1).clamp_(min=0)  # masked -inf -> 0
+        return
+    below = S < t  # t = -inf (fewer than k admissible keys): keeps every admissible key
+    if kind == "topk_softmax":
+        S.sub_(m).exp_().masked_fill_(below, 0.0)  # masked -inf -> exp(-inf) = 0
+    else:
+        keep = ~below & ~torch.isneginf(S)
+        S.copy_(keep)
+
+
 class _MappingAttention(torch.autograd.Function):
     """Row-local mappings (fixed normalisation, ReLU-max, top-k) through the block loop.
 
@@ -480,4 +599,7 @@ def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping
     if mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor):
         return _ReluAttention.apply(q5, k3, v3, int(mapping.n), float(mapping.scale), float(mapping.bias), geo,
                                     want_support)
+    if mapping.kind in ("relumax", "topk_softmax", "topk_uniform"):
+        return _RowMaxAttention.apply(q5, k3, v3, mapping.kind, int(mapping.k or 0), float(mapping.temperature), geo,
+                                      want_support)
     return _MappingAttention.apply(q5, k3, v3, mapping, geo, want_support)
