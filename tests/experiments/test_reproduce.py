@@ -8,7 +8,7 @@ from kernelattn.cli import main
 from kernelattn.experiments.presets import Preset, TaskPlan
 from kernelattn.experiments.reproduce import reproduce
 
-TINY = Preset(name="tiny", model=dict(n_layer=1, n_head=2, n_embd=16), topk=2, tasks={
+TINY = Preset(name="tiny", model=dict(n_layer=1, n_head=2, n_embd=16), topk=2, default_tasks=("copy",), tasks={
     "copy": TaskPlan(options=dict(train_min=2, train_max=4, test_lengths=(4, 8), n_eval=8), steps=6, batch_size=8,
                      eval_interval=3),
     "icll": TaskPlan(options=dict(n_val=4, n_test=6), seq_len=64, steps=4, batch_size=4, train_sizes=(5, 20),

@@ -59,10 +59,12 @@ def test_future_tokens_never_change_past_outputs(method):
 
 
 @pytest.mark.parametrize("method", ["softmax", "sparsemax", "entmax15", "normalized_relu", "relumax"])
-def test_context_memory_matches_a_plain_strict_past_reference(method):
+@pytest.mark.parametrize("bandwidth", [0.8, 2.0])
+def test_context_memory_matches_a_plain_strict_past_reference(method, bandwidth):
     """Row t reads values of times j <= t-1 only, with weights mapping(β² cos(k_t, k_j))."""
     torch.manual_seed(0)
-    cfg = MemoryMosaicsConfig(vocab_size=8, n_layer=1, n_head=2, n_embd=8, block_size=16, method=method)
+    cfg = MemoryMosaicsConfig(vocab_size=8, n_layer=1, n_head=2, n_embd=8, block_size=16, method=method,
+                              bandwidth_init=bandwidth)
     cm = MemoryMosaics(cfg).blocks[0].context.double()
     x = torch.randn(2, 11, 8, dtype=torch.float64)
     out = cm(x)
@@ -85,10 +87,14 @@ def test_context_memory_matches_a_plain_strict_past_reference(method):
     ref = torch.zeros(B, H, T, hd, dtype=torch.float64)
     for t in range(1, T):
         s = (beta[None, :, None] ** 2) * torch.einsum("bhd,bhjd->bhj", kn[:, :, t], kn[:, :, :t])
+        if method == "normalized_relu":  # Epanechnikov with bandwidth h, β² = 2/h²: relu(β² cos + 1 - β²)
+            s = s + 1 - beta[None, :, None] ** 2
         ref[:, :, t] = torch.einsum("bhj,bhjd->bhd", mapping(s, -1), v[:, :, :t])
     ref = cm.out_proj(ref.transpose(1, 2).reshape(B, T, C))
     torch.testing.assert_close(out, ref, atol=1e-9, rtol=0)
     assert (out[:, 0] == 0).all()  # row 0 has no key
+    out.pow(2).sum().backward()
+    assert cm.keys.log_beta.grad.abs().sum() > 0  # the bandwidth learns under every method
 
 
 def test_leaky_average_matches_recurrence_and_is_chunk_independent():

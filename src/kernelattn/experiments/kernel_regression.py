@@ -146,7 +146,7 @@ def _plot(path, x, y, xs, truth, curves, supports, fits) -> None:
             f = hs[(name, norm)]
             ax.plot(xs, curves[(name, norm)], color=colors[name], lw=1.4,
                     label=f"{name}: h={f.bandwidth:.3f}, RMSE {f.rmse:.3f}")
-        title = ("Fixed bandwidth (normalised ReLUⁿ; zero where no sample lies within h)" if norm == "fixed"
+        title = ("Fixed bandwidth (normalised ReLUⁿ)" if norm == "fixed"
                  else "Adaptive normalisation (α-entmax, α = 1 + 1/n)")
         ax.set(title=title, xlabel="x", ylabel="y")
         ax.legend(fontsize=7, loc="lower left")

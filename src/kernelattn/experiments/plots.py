@@ -57,7 +57,7 @@ def plot_all(records: list[dict], out: Path) -> list[Path]:
             ax.set_xticks(lens, [str(x) for x in lens])
             ax.minorticks_off()
         axes[0][0].legend(fontsize=7)
-        fig.suptitle("Length generalisation (trained on the shortest length's range and below)")
+        fig.suptitle("Length generalisation: the first test length is the longest seen in training")
         fig.tight_layout()
         p = out / "length_generalisation.png"
         fig.savefig(p, dpi=110)

@@ -129,7 +129,7 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
         p = PRESETS[preset]
     else:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    tasks = list(tasks or ALL_TASKS)
+    tasks = list(tasks or p.default_tasks)
     methods = list(methods or ALL_METHODS)
     for t in tasks:
         if t not in p.tasks:
@@ -209,6 +209,40 @@ def _table(records, task, metric, key, fmt, order) -> list[str]:
     return lines
 
 
+def _summary(records, present, order) -> list[str]:
+    """One row per method: each task's headline metric, in-distribution and at the longest test."""
+    def mean_of(task, metric, **where):
+        vals = [r["value"] for r in records if r["task"] == task and r["metric"] == metric
+                and all(r.get(k) == v for k, v in where.items())]
+        return vals
+
+    cols = []  # (header, task, metric, where, formatter)
+    for task in LENGTH_TASKS:
+        if task in present:
+            lens = sorted({r["length"] for r in records if r["task"] == task and "length" in r})
+            metric = "recall" if task == "mqmtar" else "exact_match"
+            short = "recall" if task == "mqmtar" else "exact"
+            cols.append((f"{task} {short} @{lens[0]}", task, metric, {"length": lens[0]}, _pct))
+            cols.append((f"{task} {short} @{lens[-1]}", task, metric, {"length": lens[-1]}, _pct))
+    if "icll" in present:
+        n = max(r["train_size"] for r in records if r["task"] == "icll" and "train_size" in r)
+        cols.append((f"ICLL acc (n={n})", "icll", "accuracy", {"train_size": n}, _pct))
+        cols.append((f"ICLL TVD (n={n})", "icll", "tvd", {"train_size": n}, _mean_std))
+    if "lm" in present:
+        cols.append(("LM val loss", "lm", "val_loss", {}, _mean_std))
+        cols.append(("LM name-recall loss", "lm", "recall_loss", {}, _mean_std))
+    methods = sorted({r["method"] for r in records}, key=lambda m: order.get(m, 99))
+    lines = ["## Summary (% unless a loss or TVD; lengths after @ are test lengths, the first one as long as "
+             "training)", "", "| method | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for _, task, metric, where, fmt in cols:
+            vals = mean_of(task, metric, method=m, **where)
+            cells.append(fmt(vals) if vals else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def aggregate(records: list[dict], out: Path, preset: str = "") -> None:
     """Write results.json, results.md and the PNG plots from run records."""
     out = Path(out)
@@ -218,6 +252,7 @@ def aggregate(records: list[dict], out: Path, preset: str = "") -> None:
     md = [f"# kernelattn reproduce — {preset} preset", "",
           f"Mean ± std over seeds {seeds} (a single seed shows the value). Teacher-forced argmax metrics, in %.", ""]
     present = {r["task"] for r in records}
+    md += _summary(records, present, order) + [""]
     titles = {"copy": "Copy: exact match (%) by test length", "reverse": "Reverse: exact match (%) by test length",
               "sort": "Sort: exact match (%) by test length", "mqmtar": "MQMTAR: per-query recall (%) by context length"}
     for task in LENGTH_TASKS:

@@ -85,7 +85,9 @@ class _LeakyKeys(nn.Module):
 class ContextMemory(nn.Module):
     """Kernel regression over the past: query at t reads values at j <= t-1.
 
-    Scores are ``β_h² cos(k_t, k_j)``; values look one step ahead,
+    Scores are ``β_h² cos(k_t, k_j)`` (for normalised ReLUⁿ the fixed-bandwidth kernel
+    ``relu(β_h² cos + 1 - β_h²)^n``, so β_h is the learnable 1/bandwidth of every method);
+    values look one step ahead,
     ``v_t = s_h · normalise((1 - c_h) W_v x_{t+1} + c_h W_v x_t)``, so the value at
     ``j <= t-1`` uses inputs up to ``t``. Row 0 has no key and outputs zero.
     """
@@ -116,13 +118,22 @@ class ContextMemory(nn.Module):
         nxt = torch.cat([w[:, :, 1:], torch.zeros_like(w[:, :, :1])], dim=2)  # W_v x_{t+1}
         c = torch.sigmoid(self.mix_logit).view(1, -1, 1, 1)
         v = F.normalize((1 - c) * nxt + c * w, dim=-1, eps=1e-6) * self.v_scale.view(1, -1, 1, 1)
+        q, mapping = k, self.mapping
+        if mapping.kind == "normalized_relu":
+            # Fixed-bandwidth n-weight kernel on unit keys (SPEC §1): relu(a·cos + 1 - a)^n
+            # with a = 2/h² = β². One extra coordinate (-β on queries, +β on keys) adds
+            # -β² to every score, so the bandwidth stays learnable through β (a plain
+            # relu(β² cos) would be invariant to β after normalisation).
+            beta = self.keys.beta.view(1, -1, 1, 1).expand(B, -1, T, 1)
+            q, k = torch.cat([k, -beta], dim=-1), torch.cat([k, beta], dim=-1)
+            mapping = mapping.with_options(scale=1.0, bias=1.0)
         if T == 1:
             y = torch.zeros_like(v)
         else:
             # Strict past: queries 1..T-1 against keys 0..T-2 with an ordinary causal mask
             # is exactly "query t sees j <= t-1", with no (T x T) mask.
-            y = kernel_attention(k[:, :, 1:], k[:, :, :-1], v[:, :, :-1], is_causal=True, scale=1.0,
-                                 method=self.mapping, alpha=self.alpha)  # (B, H, T-1, hd)
+            y = kernel_attention(q[:, :, 1:], k[:, :, :-1], v[:, :, :-1], is_causal=True, scale=1.0,
+                                 method=mapping, alpha=self.alpha)  # (B, H, T-1, hd)
             y = torch.cat([torch.zeros_like(y[:, :, :1]), y], dim=2)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.dropout(self.out_proj(y))
