@@ -309,97 +309,15 @@ def _reduce_to(grad_bh11: Tensor, alpha_t: Tensor) -> Tensor:
     return g.reshape(shape).to(alpha_t.dtype)
 
 
-class _ReluAttention(torch.autograd.Function):
-    """Normalised ReLUⁿ (fixed-bandwidth n-weight kernel) with a closed-form blocked backward.
+class _RowStatAttention(torch.autograd.Function):
+    """Normalised ReLUⁿ, ReLU-max and top-k (softmax or uniform), closed-form backward.
 
-    ``w = relu(a·s + b)^n``, ``p = w / f`` with ``f = Σ w`` (rows with ``f = 0`` give
-    zeros), and ``∂L/∂s_j = (a n / f) · relu(a s_j + b)^{n-1} · (dP_j - dO·o)``.
-    """
+    Each keeps at most three numbers per query row — the row maximum ``m`` (ReLU-max,
+    top-k softmax), the k-th largest score ``τ`` (top-k) and the normaliser ``f`` — so
+    the backward rebuilds a block's weights without sorting or autograd:
 
-    @staticmethod
-    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, n: int, a: float, b: float, geo: Geometry,
-                want_support: bool):
-        dt, dev = q5.dtype, q5.device
-        B, Hq, Lq = geo.B, geo.Hq, geo.Lq
-        BK = B * geo.Hkv
-        ws = _Workspace(geo.buffer_elements(), 2, dt, dev)
-        out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
-        f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
-        support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
-        for i0, i1, kend in geo.blocks:
-            if kend == 0:
-                continue
-            nb = i1 - i0
-            GN = geo.G * nb
-            S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
-            w = _relu_powers(S, a, b, n, ws.view(1, BK, GN, kend))[0]
-            f = w.sum(-1, keepdim=True)
-            f = torch.where(f > 0, f, torch.ones_like(f))
-            if want_support:
-                support[:, :, i0:i1] = torch.count_nonzero(w, dim=-1).view(B, Hq, nb)
-            ob = torch.bmm(w, v3[:, :kend]).div_(f)
-            out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
-            f_all[:, :, i0:i1] = f.view(B, Hq, nb)
-        ctx.geo, ctx.n, ctx.a, ctx.b = geo, n, a, b
-        ctx.save_for_backward(q5, k3, v3, out, f_all)
-        if support is not None:
-            ctx.mark_non_differentiable(support)
-        return out, support
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor, _grad_support=None):
-        q5, k3, v3, out, f_all = ctx.saved_tensors
-        geo: Geometry = ctx.geo
-        B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
-        BK = B * Hkv
-        dO5 = grad_out.to(q5.dtype).contiguous()
-        do_o = (dO5 * out).sum(-1, keepdim=True)  # Σ_j p_j dP_j = dO · o, per row
-        dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
-        ws = _Workspace(geo.buffer_elements(), 3, q5.dtype, q5.device)
-        for i0, i1, kend in geo.blocks:
-            if kend == 0:
-                continue
-            nb = i1 - i0
-            GN = G * nb
-            S, qb = _scores(geo, ws, q5, k3, i0, i1, kend)
-            w, g = _relu_powers(S, ctx.a, ctx.b, ctx.n, ws.view(1, BK, GN, kend))
-            f = f_all[:, :, i0:i1].reshape(BK, GN, 1)
-            dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
-            dP = ws.view(2, BK, GN, kend)
-            torch.bmm(dOb, v3[:, :kend].transpose(1, 2), out=dP)
-            dP.sub_(do_o[:, :, :, i0:i1].reshape(BK, GN, 1)).mul_(g)  # dS up to the row factor a·n/f
-            c = (ctx.a * ctx.n) / f
-            kb = k3[:, :kend]
-            dq5[:, :, :, i0:i1] = torch.bmm(dP, kb).mul_(c).view(B, Hkv, G, nb, geo.D)
-            dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb * c)
-            dv3[:, :kend].baddbmm_(w.transpose(1, 2), dOb / f)
-        return dq5, dk3, dv3, None, None, None, None, None
-
-
-def _relu_powers(S: Tensor, a: float, b: float, n: int, W: Tensor) -> tuple[Tensor, Tensor]:
-    """In place: ``r = relu(a·S + b)``; returns ``(r^n, r^{n-1})`` (for n = 1 the second is ``1[r > 0]``)."""
-    S.mul_(a).add_(b).clamp_(min=0)  # masked -inf stay at 0
-    if n == 1:
-        torch.gt(S, 0, out=W)
-        return S, W
-    if n == 2:
-        torch.mul(S, S, out=W)
-        return W, S
-    torch.mul(S, S, out=W)
-    for _ in range(n - 3):
-        W.mul_(S)
-    S.mul_(W)
-    return S, W
-
-
-class _RowMaxAttention(torch.autograd.Function):
-    """ReLU-max and top-k (softmax or uniform) with closed-form blocked backward.
-
-    Each keeps two numbers per query row — the row maximum ``m`` (ReLU-max, top-k
-    softmax) or the k-th largest score ``τ`` (top-k), and the normaliser ``f`` — so the
-    backward rebuilds a block's weights without sorting or autograd:
-
+    * normalised ReLUⁿ (fixed-bandwidth n-weight kernel): ``w = relu(a·s + b)^n``,
+      ``p = w/f``; ``∂L/∂s_j = (a n / f) relu(a s_j + b)^{n-1} (dP_j - dO·o)``.
     * ReLU-max: ``r = relu((s - m)/T + 1)``, ``p = r/f``; ``∂L/∂s_j = c_j/T`` with
       ``c = 1[r>0](dP - dO·o)/f``, minus ``Σc/T`` shared over the row's maxima (``m``
       depends on them).
@@ -410,8 +328,7 @@ class _RowMaxAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, kind: str, k: int, temperature: float, geo: Geometry,
-                want_support: bool):
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, mapping: Mapping, geo: Geometry, want_support: bool):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
         BK = B * geo.Hkv
@@ -427,7 +344,8 @@ class _RowMaxAttention(torch.autograd.Function):
             nb = i1 - i0
             GN = geo.G * nb
             S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
-            m, t = _rowmax_weights(S, kind, k, temperature)
+            m, t = _row_stats(S, mapping)
+            _rebuild(S, mapping, m, t)  # in place: unnormalised weights
             f = S.sum(-1, keepdim=True)
             f = torch.where(f > 0, f, torch.ones_like(f))
             if want_support:
@@ -437,7 +355,7 @@ class _RowMaxAttention(torch.autograd.Function):
             m_all[:, :, i0:i1] = m.view(B, Hq, nb)
             t_all[:, :, i0:i1] = t.view(B, Hq, nb)
             f_all[:, :, i0:i1] = f.view(B, Hq, nb)
-        ctx.geo, ctx.kind, ctx.temperature = geo, kind, temperature
+        ctx.geo, ctx.mapping = geo, mapping
         ctx.save_for_backward(q5, k3, v3, out, m_all, t_all, f_all)
         if support is not None:
             ctx.mark_non_differentiable(support)
@@ -450,11 +368,12 @@ class _RowMaxAttention(torch.autograd.Function):
         geo: Geometry = ctx.geo
         B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
         BK = B * Hkv
-        kind, T = ctx.kind, ctx.temperature
+        mp: Mapping = ctx.mapping
+        kind = mp.kind
         dO5 = grad_out.to(q5.dtype).contiguous()
         do_o = (dO5 * out).sum(-1, keepdim=True)  # Σ_j p_j dP_j = dO · o, per row
         dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
-        ws = _Workspace(geo.buffer_elements(), 2, q5.dtype, q5.device)
+        ws = _Workspace(geo.buffer_elements(), 3, q5.dtype, q5.device)
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
@@ -467,7 +386,7 @@ class _RowMaxAttention(torch.autograd.Function):
             kb = k3[:, :kend]
             if kind == "relumax":
                 is_max = S == m  # before S is overwritten: the entries m depends on
-            _rebuild(S, kind, m, t_all[:, :, i0:i1].reshape(BK, GN, 1), T)  # unnormalised weights
+            g = _rebuild(S, mp, m, t_all[:, :, i0:i1].reshape(BK, GN, 1), ws.view(2, BK, GN, kend))
             dv3[:, :kend].baddbmm_(S.transpose(1, 2), dOb / f)
             if kind == "topk_uniform":
                 continue
@@ -476,40 +395,58 @@ class _RowMaxAttention(torch.autograd.Function):
             dS.sub_(do_o[:, :, :, i0:i1].reshape(BK, GN, 1))
             if kind == "topk_softmax":
                 dS.mul_(S).div_(f)
+            elif kind == "normalized_relu":
+                dS.mul_(g).mul_((mp.scale * mp.n) / f)
             else:  # relumax
-                dS.mul_(S > 0).div_(f * T)
+                dS.mul_(S > 0).div_(f * mp.temperature)
                 share = dS.sum(-1, keepdim=True) / is_max.sum(-1, keepdim=True).clamp_min(1)
                 dS.sub_(is_max * share)
             dq5[:, :, :, i0:i1] = torch.bmm(dS, kb).view(B, Hkv, G, nb, geo.D)
             dk3[:, :kend].baddbmm_(dS.transpose(1, 2), qb)
-        return dq5, dk3, dv3, None, None, None, None, None
+        return dq5, dk3, dv3, None, None, None
 
 
-def _rowmax_weights(S: Tensor, kind: str, k: int, temperature: float) -> tuple[Tensor, Tensor]:
-    """In place: turn scores into unnormalised weights; return the row stats (m, τ)."""
-    if kind == "relumax":
-        m = S.amax(-1, keepdim=True)
-        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+def _row_stats(S: Tensor, mapping: Mapping) -> tuple[Tensor, Tensor]:
+    """The per-row numbers a block's weights are rebuilt from: (m, τ)."""
+    if mapping.kind in ("relumax", "normalized_relu"):
+        m = S.amax(-1, keepdim=True) if mapping.kind == "relumax" else S.new_zeros(S.shape[:-1] + (1,))
         t = torch.full_like(m, float("inf"))
     else:
-        top = torch.topk(S, min(k, S.shape[-1]), dim=-1).values
+        top = torch.topk(S, min(mapping.k, S.shape[-1]), dim=-1).values
         m, t = top[..., :1], top[..., -1:]
-        m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    _rebuild(S, kind, m, t, temperature)
-    return m, t
+    return torch.where(torch.isneginf(m), torch.zeros_like(m), m), t
 
 
-def _rebuild(S: Tensor, kind: str, m: Tensor, t: Tensor, temperature: float) -> None:
-    """In place: scores → unnormalised weights from the saved row stats."""
+def _rebuild(S: Tensor, mapping: Mapping, m: Tensor, t: Tensor, W: Tensor | None = None) -> Tensor | None:
+    """In place: scores → unnormalised weights from the saved row stats.
+
+    For normalised ReLUⁿ with a buffer ``W``, also returns ``relu(a·s + b)^{n-1}`` in it
+    (the backward's ``g``); otherwise returns ``None``.
+    """
+    kind = mapping.kind
+    if kind == "normalized_relu":
+        n = int(mapping.n)
+        S.mul_(mapping.scale).add_(mapping.bias).clamp_(min=0)  # masked -inf stay at 0
+        g = None
+        if W is not None:
+            if n == 1:
+                torch.gt(S, 0, out=W)
+            else:
+                torch.pow(S, n - 1, out=W)
+            g = W
+        if n > 1:
+            S.pow_(n)
+        return g
     if kind == "relumax":
-        S.sub_(m).div_(temperature).add_(1).clamp_(min=0)  # masked -inf -> 0
-        return
+        S.sub_(m).div_(mapping.temperature).add_(1).clamp_(min=0)  # masked -inf -> 0
+        return None
     below = S < t  # t = -inf (fewer than k admissible keys): keeps every admissible key
     if kind == "topk_softmax":
         S.sub_(m).exp_().masked_fill_(below, 0.0)  # masked -inf -> exp(-inf) = 0
     else:
         keep = ~below & ~torch.isneginf(S)
         S.copy_(keep)
+    return None
 
 
 class _MappingAttention(torch.autograd.Function):
@@ -596,10 +533,7 @@ def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping
         return _EntmaxAttention.apply(q5, k3, v3, alpha_t, None, geo, want_support)
     if mapping.kind == "entmax":
         return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support)
-    if mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor):
-        return _ReluAttention.apply(q5, k3, v3, int(mapping.n), float(mapping.scale), float(mapping.bias), geo,
-                                    want_support)
-    if mapping.kind in ("relumax", "topk_softmax", "topk_uniform"):
-        return _RowMaxAttention.apply(q5, k3, v3, mapping.kind, int(mapping.k or 0), float(mapping.temperature), geo,
-                                      want_support)
+    if mapping.kind in ("relumax", "topk_softmax", "topk_uniform") or (
+            mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor)):
+        return _RowStatAttention.apply(q5, k3, v3, mapping, geo, want_support)
     return _MappingAttention.apply(q5, k3, v3, mapping, geo, want_support)
