@@ -30,6 +30,8 @@ from torch import Tensor
 
 from ..mappings.registry import Mapping
 from ._solver import integer_order, solve_entmax_block, solve_softmax_block
+from ._sparse import (DENSE_FRACTION, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
+                      threshold_lower_bound, transpose_perm)
 
 __all__ = ["Geometry", "blocked_attention", "DEFAULT_BLOCK_ELEMENTS"]
 
@@ -176,15 +178,24 @@ def _weights_and_g(S: Tensor, t: Tensor, alpha, m_int: int | None, U: Tensor, W:
 
 
 class _EntmaxAttention(torch.autograd.Function):
-    """α-entmax attention (softmax for α = 1) with the closed-form blocked backward."""
+    """α-entmax attention (softmax for α = 1): support-restricted where sparse, blocked where dense.
+
+    With ``sparse=True`` each block first gets a certified lower bound on its thresholds
+    (:func:`._sparse.threshold_lower_bound`); if its candidates are few, they are kept
+    (ragged) and solved with every other sparse block's at the end, and the support drives a
+    sparse forward and backward (:mod:`._sparse`). Otherwise, and always with
+    ``sparse=False`` (the reference path), the block is solved densely and its backward
+    recomputes the block and applies the closed-form Jacobian.
+    """
 
     @staticmethod
     def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, alpha_t: Tensor | None, alpha_f: float | None,
-                geo: Geometry, want_support: bool):
+                geo: Geometry, want_support: bool, sparse: bool = False):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
-        BK = B * geo.Hkv
+        BK, GN_all = B * geo.Hkv, geo.G * geo.Lq
         softmax = alpha_t is None and alpha_f == 1.0
+        sparse = sparse and not softmax
         m_int = None if alpha_t is not None or softmax else integer_order(alpha_f)
         ws = _Workspace(geo.buffer_elements(), 3, dt, dev)
         out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
@@ -193,6 +204,7 @@ class _EntmaxAttention(torch.autograd.Function):
         f0_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
+        dense_blocks, parts = [], []
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
@@ -201,11 +213,21 @@ class _EntmaxAttention(torch.autograd.Function):
             S, _ = _scores(geo, ws, q5, k3, i0, i1, kend, buf=0)
             S2 = S.view(R, kend)
             U, W = ws.view(1, R, kend), ws.view(2, R, kend)
+            t_init = None
             if softmax:
                 P, st = solve_softmax_block(S2, U)
             else:
                 a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else alpha_f
-                P, st = solve_entmax_block(S2, a_rows, U, W)
+                if sparse:
+                    strips = strip_maxima(S2)
+                    t_lb, mx = threshold_lower_bound(strips, a_rows)
+                    cand = extract_candidates(S2, strips, t_lb, max_fraction=DENSE_FRACTION)
+                    if cand is not None:
+                        parts.append(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb))
+                        continue
+                    t_init = t_lb
+                P, st = solve_entmax_block(S2, a_rows, U, W, t_init=t_init)
+            dense_blocks.append((i0, i1, kend))
             if want_support:
                 support[:, :, i0:i1] = torch.count_nonzero(P, dim=-1).view(B, Hq, nb)
             # normalise the small output, not the block: o = (u^m V) / f
@@ -215,8 +237,17 @@ class _EntmaxAttention(torch.autograd.Function):
             if not softmax:  # softmax's backward rebuilds normalised weights from t = logsumexp
                 f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
                 f0_all[:, :, i0:i1] = st.f0.view(B, Hq, nb)
+        sp = None
+        if parts:
+            sp = _solve_sparse_parts(parts, alpha_t is not None, alpha_f, geo)
+            A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (sp.row_ids.shape[0], BK * geo.Lk))
+            out.view(-1, geo.Dv).index_copy_(0, sp.row_ids, A @ v3.reshape(-1, geo.Dv))
+            t_all.view(-1).index_copy_(0, sp.row_ids, sp.rows.t.view(-1))
+            if want_support:
+                support.view(-1).index_copy_(0, sp.row_ids, sp.rows.crow.diff())
         ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
         ctx.has_alpha_t = alpha_t is not None
+        ctx.dense_blocks, ctx.sp = dense_blocks, sp
         ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t)
         if support is not None:
             ctx.mark_non_differentiable(support)
@@ -235,15 +266,13 @@ class _EntmaxAttention(torch.autograd.Function):
         dq5 = torch.zeros_like(q5)
         dk3 = torch.zeros_like(k3)
         dv3 = torch.zeros_like(v3)
-        ws = _Workspace(geo.buffer_elements(), 4 if need_alpha else 3, dt, dev)
+        ws = _Workspace(geo.buffer_elements() if ctx.dense_blocks else 0, 4 if need_alpha else 3, dt, dev)
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if ctx.has_alpha_t else None
-        if need_alpha:
+        dalpha = torch.zeros(B, Hq, geo.Lq, dtype=dt, device=dev) if need_alpha else None
+        if need_alpha and ctx.dense_blocks:
             # Σ_j dP_j p_j = dO · o  per row
             dp_p = (dO5 * out).sum(-1).view(B, Hq, geo.Lq)
-            dalpha = torch.zeros(B, Hq, geo.Lq, dtype=dt, device=dev)
-        for i0, i1, kend in geo.blocks:
-            if kend == 0:
-                continue
+        for i0, i1, kend in ctx.dense_blocks:
             nb = i1 - i0
             R, GN = B * Hq * nb, G * nb
             S, qb = _scores(geo, ws, q5, k3, i0, i1, kend, buf=0)
@@ -273,10 +302,8 @@ class _EntmaxAttention(torch.autograd.Function):
             r = dP2.sum(-1, keepdim=True) / f0
             dP2.addcmul_(Gm, r, value=-1.0)
             if need_alpha:
-                a = _alpha_rows(alpha_bh, geo, nb) - 1
-                beta = 1.0 / a
-                da = beta * beta * (_rows(dp_p, i0, i1) - r) - beta * (dp_plogp - r * ent)
-                dalpha[:, :, i0:i1] = da.view(B, Hq, nb)
+                dalpha[:, :, i0:i1] = _dalpha(_alpha_rows(alpha_bh, geo, nb), _rows(dp_p, i0, i1), r,
+                                              dp_plogp, ent).view(B, Hq, nb)
             kb = k3[:, :kend]
             dq = torch.bmm(dP, kb)
             if c_g is not None:
@@ -287,10 +314,88 @@ class _EntmaxAttention(torch.autograd.Function):
             dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb)
             dOv = dOb if ctx.softmax else dOb / f.view(BK, GN, 1)
             dv3[:, :kend].baddbmm_(P.view(BK, GN, kend).transpose(1, 2), dOv)
+        if ctx.sp is not None:
+            _sparse_backward(ctx.sp, q5, k3, v3, dO5, dq5, dk3, dv3, alpha_t is not None,
+                             ctx.alpha_f, dalpha)
         dalpha_out = None
         if need_alpha:
             dalpha_out = _reduce_to(dalpha.sum(-1, keepdim=True).unsqueeze(-1), alpha_t)
-        return dq5, dk3, dv3, dalpha_out, None, None, None
+        return dq5, dk3, dv3, dalpha_out, None, None, None, None
+
+
+def _dalpha(alpha_rows: Tensor, dp_p: Tensor, r: Tensor, dp_plogp: Tensor, ent: Tensor) -> Tensor:
+    """∂L/∂α per row from its row sums (entmax package's closed form, β = 1/(α-1))."""
+    beta = 1.0 / (alpha_rows - 1)
+    return beta * beta * (dp_p - r) - beta * (dp_plogp - r * ent)
+
+
+class _SparseBlock:
+    """One block's candidates, mapped to global rows and key columns."""
+
+    __slots__ = ("values", "col", "lengths", "row_ids", "mx", "t_lb", "alpha")
+
+    def __init__(self, cand, t_lb: Tensor, mx: Tensor, a_rows, geo: Geometry, i0: int, nb: int):
+        R = t_lb.shape[0]
+        GN = geo.G * nb
+        local = torch.arange(R, device=t_lb.device)
+        # block row ℓ = (bk·G + g)·nb + i  →  global row (bk·G + g)·Lq + i0 + i
+        self.row_ids = torch.div(local, nb, rounding_mode="floor") * geo.Lq + i0 + local % nb
+        bk = torch.div(cand.local_row, GN, rounding_mode="floor")
+        self.col = bk * geo.Lk + cand.col
+        self.values = cand.values
+        self.lengths = torch.bincount(cand.local_row, minlength=R)
+        self.mx, self.t_lb = mx, t_lb
+        self.alpha = a_rows if isinstance(a_rows, Tensor) else None
+
+
+class _SparseState:
+    __slots__ = ("rows", "row_ids", "alpha_rows")
+
+    def __init__(self, rows: SparseRows, row_ids: Tensor, alpha_rows: Tensor | None):
+        self.rows, self.row_ids, self.alpha_rows = rows, row_ids, alpha_rows
+
+
+def _solve_sparse_parts(parts: list, tensor_alpha: bool, alpha_f: float | None, geo: Geometry) -> _SparseState:
+    """Solve the candidates of every sparse block at once (one ragged problem)."""
+    cat = torch.cat
+    alpha_rows = cat([p.alpha for p in parts]) if tensor_alpha else None
+    rows = solve_candidates(cat([p.values for p in parts]), cat([p.col for p in parts]),
+                            cat([p.lengths for p in parts]), alpha_rows if tensor_alpha else alpha_f,
+                            cat([p.mx for p in parts]), cat([p.t_lb for p in parts]))
+    return _SparseState(rows, cat([p.row_ids for p in parts]), alpha_rows)
+
+
+def _sparse_backward(sp: _SparseState, q5: Tensor, k3: Tensor, v3: Tensor, dO5: Tensor, dq5: Tensor,
+                     dk3: Tensor, dv3: Tensor, tensor_alpha: bool, alpha_f: float | None,
+                     dalpha: Tensor | None) -> None:
+    """Gradients of the support-restricted rows, in O(support · D), accumulated in place."""
+    rows, ids = sp.rows, sp.row_ids
+    Rs, n_cols = ids.shape[0], k3.shape[0] * k3.shape[1]
+    D, Dv = q5.shape[-1], v3.shape[-1]
+    lengths = rows.crow.diff()
+    N = rows.p.shape[0]
+    seg = torch.repeat_interleave(torch.arange(Rs, device=ids.device), lengths, output_size=N)
+    rsum = segment_sum(lengths)
+    dO_s = dO5.reshape(-1, Dv).index_select(0, ids)
+    q_s = q5.reshape(-1, D).index_select(0, ids)
+    k_flat, v_flat = k3.reshape(n_cols, D), v3.reshape(n_cols, Dv)
+    # dP on the support only: the sampled product (dO Vᵀ) ⊙ 1[S]
+    pattern = csr(rows.crow, rows.col, torch.zeros_like(rows.p), (Rs, n_cols))
+    dP = torch.sparse.sampled_addmm(pattern, dO_s, v_flat.t(), beta=0.0).values()
+    alpha = sp.alpha_rows.view(-1).index_select(0, seg) if tensor_alpha else alpha_f
+    g = entmax_g(rows.p, alpha)
+    sg = rsum(g).clamp_min(torch.finfo(g.dtype).tiny)
+    r = rsum(g * dP) / sg
+    dS = (dP - r.view(-1).index_select(0, seg)).mul_(g)
+    if dalpha is not None:
+        plogp = torch.xlogy(rows.p, rows.p)
+        da = _dalpha(sp.alpha_rows, rsum(rows.p * dP), r, rsum(plogp * dP), rsum(plogp))
+        dalpha.view(-1).index_copy_(0, ids, da.view(-1))
+    dq5.view(-1, D).index_copy_(0, ids, csr(rows.crow, rows.col, dS, (Rs, n_cols)) @ k_flat)
+    perm, crow_t = transpose_perm(rows.col, n_cols)
+    seg_t = seg.index_select(0, perm)
+    dv3.view(-1, Dv).add_(csr(crow_t, seg_t, rows.p.index_select(0, perm), (n_cols, Rs)) @ dO_s)
+    dk3.view(-1, D).add_(csr(crow_t, seg_t, dS.index_select(0, perm), (n_cols, Rs)) @ q_s)
 
 
 def _reduce_to(grad_bh11: Tensor, alpha_t: Tensor) -> Tensor:
@@ -515,7 +620,8 @@ class _MappingAttention(torch.autograd.Function):
 
 
 def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping: Mapping,
-                      alpha_t: Tensor | None, want_support: bool) -> tuple[Tensor, Tensor | None]:
+                      alpha_t: Tensor | None, want_support: bool, sparse: bool = False
+                      ) -> tuple[Tensor, Tensor | None]:
     """Run the blocked path on canonical inputs.
 
     Args:
@@ -525,14 +631,16 @@ def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping
         mapping: the resolved mapping (entmax kind uses the closed form).
         alpha_t: per-head α tensor (overrides ``mapping``) or ``None``.
         want_support: also return the support size per (B, Hq, Lq).
+        sparse: α-entmax only: restrict the threshold search and the products to the
+            support where it is small (:mod:`._sparse`); ``False`` is the dense reference.
 
     Returns:
         ``(out, support)`` with ``out`` (B, Hkv, G, Lq, Dv).
     """
     if alpha_t is not None:
-        return _EntmaxAttention.apply(q5, k3, v3, alpha_t, None, geo, want_support)
+        return _EntmaxAttention.apply(q5, k3, v3, alpha_t, None, geo, want_support, sparse)
     if mapping.kind == "entmax":
-        return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support)
+        return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support, sparse)
     if mapping.kind in ("relumax", "topk_softmax", "topk_uniform") or (
             mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor)):
         return _RowStatAttention.apply(q5, k3, v3, mapping, geo, want_support)

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["BlockStats", "solve_entmax_block", "solve_softmax_block", "integer_order"]
+__all__ = ["BlockStats", "solve_entmax_block", "solve_entmax_rows", "solve_softmax_block", "integer_order"]
 
 MAX_ITER = 50
 
@@ -59,35 +59,43 @@ class BlockStats:
         self.t, self.f, self.f0, self.n_iter = t, f, f0, n_iter
 
 
-def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1, halley: bool):
+def _row_sum(x: Tensor) -> Tensor:
+    return x.sum(dim=-1, keepdim=True)
+
+
+def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1, halley: bool,
+                rsum=_row_sum):
     """One sweep at ``t``: fill ``U = (S - t)_+`` and the weights ``u^m``; return
-    ``(weights buffer, Σu^m, Σu^{m-1}, Σu^{m-2} or None)`` per row."""
+    ``(weights buffer, Σu^m, Σu^{m-1}, Σu^{m-2} or None)`` per row.
+
+    ``rsum`` reduces a buffer to per-row sums (dense rows by default; the sparse path
+    passes a segment sum over ragged rows)."""
     torch.sub(S, t, out=U)
     U.clamp_(min=0)
     if m == 1:  # weights are U itself; W receives the support indicator
-        f1 = U.sum(dim=-1, keepdim=True)
+        f1 = rsum(U)
         torch.gt(S, t, out=W)
-        return U, f1, W.sum(dim=-1, keepdim=True), None
+        return U, f1, rsum(W), None
     if m == 2:
-        f0 = U.sum(dim=-1, keepdim=True)
+        f0 = rsum(U)
         torch.mul(U, U, out=W)
-        return W, W.sum(dim=-1, keepdim=True), f0, None
+        return W, rsum(W), f0, None
     if m is not None:  # integer m >= 3: build u^2, ..., u^m by products
-        f2 = U.sum(dim=-1, keepdim=True) if halley and m == 3 else None
+        f2 = rsum(U) if halley and m == 3 else None
         torch.mul(U, U, out=W)
         for j in range(2, m):  # here W = u^j
             if halley and j == m - 2:
-                f2 = W.sum(dim=-1, keepdim=True)
+                f2 = rsum(W)
             if j == m - 1:
-                f0 = W.sum(dim=-1, keepdim=True)
+                f0 = rsum(W)
             W.mul_(U)
-        return W, W.sum(dim=-1, keepdim=True), f0, f2
+        return W, rsum(W), f0, f2
     # general (tensor or non-integer) exponent m - 1, guarded at u = 0
     torch.pow(U, mm1, out=W)
     W.masked_fill_(U <= 0, 0.0)
-    f0 = W.sum(dim=-1, keepdim=True)
+    f0 = rsum(W)
     W.mul_(U)
-    return W, W.sum(dim=-1, keepdim=True), f0, None
+    return W, rsum(W), f0, None
 
 
 class _RootStep:
@@ -113,7 +121,9 @@ class _RootStep:
         f0c = f0.clamp_min(self.tiny)
         if not self.safeguard:
             # t += (f1 - f1^{1-1/m}/a) / f0; dead rows (t = +inf, f = 0) stay at +inf
-            if m == 1:
+            if isinstance(m, Tensor):
+                new_t = t + (f1 - f1.pow(1 - 1 / m) * self.inv_a) / f0c
+            elif m == 1:
                 new_t = t + (f1 - self.inv_a) / f0c
             elif m == 2:
                 new_t = t + (f1 - f1.sqrt() * self.inv_a) / f0c
@@ -143,7 +153,8 @@ class _RootStep:
 
 
 def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
-                       tol: float | None = None, max_iter: int = MAX_ITER) -> tuple[Tensor, BlockStats]:
+                       tol: float | None = None, max_iter: int = MAX_ITER,
+                       t_init: Tensor | None = None) -> tuple[Tensor, BlockStats]:
     """Threshold of α-entmax (α > 1) for every row of ``S`` (R, n), in place.
 
     Args:
@@ -151,34 +162,59 @@ def solve_entmax_block(S: Tensor, alpha: float | Tensor, U: Tensor, W: Tensor,
         alpha: float > 1, or a tensor (R, 1) of per-row α > 1.
         U, W: scratch buffers shaped like ``S``.
         tol: stop when ``|Σu^m · a^m - 1| <= tol`` on every row.
+        t_init: optional (R, 1) lower bounds on the thresholds to start from (a better
+            start than ``max S - 1/a``; must not exceed the true threshold).
 
     Returns:
         ``(weights, stats)``: ``weights`` is ``U`` or ``W`` holding the *unnormalised*
         weights ``u^m`` at the final threshold (``p = weights / stats.f``), and
         :class:`BlockStats`.
     """
-    tol = default_tol(S.dtype) if tol is None else tol
-    tiny = torch.finfo(S.dtype).tiny
     mx = S.amax(dim=-1, keepdim=True)
+    return solve_entmax_rows(S, alpha, mx, U, W, tol=tol, max_iter=max_iter, t_init=t_init)
+
+
+def solve_entmax_rows(values: Tensor, alpha: float | Tensor, mx: Tensor, U: Tensor, W: Tensor, *,
+                      rsum=_row_sum, expand=None, tol: float | None = None, max_iter: int = MAX_ITER,
+                      t_init: Tensor | None = None) -> tuple[Tensor, BlockStats]:
+    """The root finding of :func:`solve_entmax_block` for dense or ragged rows.
+
+    Args:
+        values: scores, (R, n) dense rows or (N,) ragged entries (rows concatenated).
+        alpha: float > 1 or per-row tensor (R, 1).
+        mx: (R, 1) row maxima (``-inf`` for a row with no admissible entry).
+        U, W: scratch buffers shaped like ``values``.
+        rsum: per-row sum of a buffer shaped like ``values`` → (R, 1).
+        expand: per-row (R, 1) → shaped like ``values`` (``None``: broadcasting).
+        tol, max_iter, t_init: as in :func:`solve_entmax_block`.
+    """
+    dt = values.dtype
+    tol = default_tol(dt) if tol is None else tol
+    tiny = torch.finfo(dt).tiny
+    expand = expand or (lambda x: x)
     dead = torch.isneginf(mx)
     if isinstance(alpha, Tensor):
-        a = (alpha.to(S.dtype) - 1).expand_as(mx)
+        a = (alpha.to(dt) - 1).expand_as(mx)
         m_int, m = None, 1.0 / a
-        mm1 = m - 1
+        mm1 = expand(m - 1)
         target = a.pow(-m)  # a^{-m}
     else:
         a = float(alpha) - 1.0
         m_int, m = integer_order(float(alpha)), 1.0 / a
-        mm1 = None if m_int is not None else torch.full_like(mx, m - 1)
+        mm1 = None if m_int is not None else m - 1
         target = a ** (-m)
     halley = m_int is not None and m_int >= 3
-    convex_newton = m_int in (1, 2) or (not isinstance(alpha, Tensor) and not halley and 1.0 <= m <= 2.0)
+    # φ(t) = ||(s - t)_+||_m - 1/a is convex for m >= 1 (α <= 2): Newton from the left
+    # then climbs monotonically to the root and needs no bracket
+    convex_newton = not halley and (bool((a <= 1).all()) if isinstance(a, Tensor) else m >= 1.0)
     mx0 = torch.where(dead, torch.zeros_like(mx), mx)
     t = torch.where(dead, torch.full_like(mx, math.inf), mx0 - 1.0 / a)
-    step = _RootStep(S.dtype, m, 1.0 / a, target, tol, dead, lo=t, hi=mx0, safeguard=not convex_newton)
+    if t_init is not None:  # a certified lower bound: keep the larger of the two
+        t = torch.maximum(t, t_init.to(dt))
+    step = _RootStep(dt, m, 1.0 / a, target, tol, dead, lo=t, hi=mx0, safeguard=not convex_newton)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        P, f1, f0, f2 = _power_sums(S, t, U, W, m_int, mm1, halley)
+        P, f1, f0, f2 = _power_sums(values, expand(t), U, W, m_int, mm1, halley, rsum)
         new_t, finished = step(t, f1, f0, f2, n_iter)
         if finished or n_iter == max_iter:
             break

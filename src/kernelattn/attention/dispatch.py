@@ -1,15 +1,20 @@
 """Backend choice for :func:`kernel_attention`, made visible.
 
-Three backends:
+Four backends:
 
 * ``"sdpa"`` — PyTorch's fused ``scaled_dot_product_attention``; softmax only.
 * ``"adasplash"`` — the ``adasplash`` package's Triton α-entmax flash attention; CUDA
   only, when installed, and only for calls it supports (float α in (1, 2], no explicit
   mask, equal query/key lengths, no grouped-query heads, head dim 16/32/64/128).
-* ``"blocked"`` — our own exact path (:mod:`._blocked`), any mapping, any device.
+* ``"sparse"`` — our support-restricted α-entmax path (:mod:`._sparse`): threshold
+  search, products and backward on the support only, block by block where the support
+  is small, falling back to the dense blocked path per block where it is not; any
+  α-entmax call (float α or tensor α), any device.
+* ``"blocked"`` — our dense exact path (:mod:`._blocked`), any mapping, any device; the
+  reference the sparse path is tested against.
 
 ``backend="auto"`` takes the first that applies in that order (softmax → sdpa, except
-when support sizes are requested). The decision is logged at DEBUG level on the
+when support sizes are requested; α-entmax → adasplash where it can, else sparse). The decision is logged at DEBUG level on the
 ``kernelattn.attention`` logger and :func:`last_backend` returns the latest one.
 """
 
@@ -24,7 +29,7 @@ __all__ = ["BACKENDS", "select_backend", "last_backend", "adasplash_available"]
 
 logger = logging.getLogger("kernelattn.attention")
 
-BACKENDS = ("auto", "sdpa", "adasplash", "blocked")
+BACKENDS = ("auto", "sdpa", "adasplash", "sparse", "blocked")
 _last: list[str | None] = [None]
 
 
@@ -97,6 +102,11 @@ def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: boo
         if why is not None:
             raise ValueError(f"backend='adasplash' cannot run this call: {why}")
         return _record("adasplash", "forced")
+    if backend == "sparse":
+        if alpha is None or is_softmax:
+            raise ValueError("backend='sparse' runs α-entmax (α > 1) only; use backend='blocked' (or 'auto') "
+                             "for this mapping")
+        return _record("sparse", "forced")
     if backend == "blocked":
         return _record("blocked", "forced")
     if is_softmax and not return_support:
@@ -106,5 +116,5 @@ def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: boo
                                  causal_offset=causal_offset, return_support=return_support)
         if why is None:
             return _record("adasplash", "CUDA α-entmax supported by adasplash")
-        return _record("blocked", why)
+        return _record("sparse", why)
     return _record("blocked", "exact blocked kernel attention")

@@ -32,6 +32,7 @@ from torch import Tensor
 from ..mappings.fixed import kernel_affine
 from ..mappings.registry import Mapping, resolve_mapping
 from ._blocked import Geometry, blocked_attention
+from ._sparse import SPARSE_BLOCK_ELEMENTS
 from .dispatch import select_backend
 
 __all__ = ["kernel_attention", "kernel_attention_step", "kernel_mapping", "KERNELS"]
@@ -251,7 +252,7 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
         return _adasplash(query, key, value, mapping.alpha, causal_offset, scale)
 
     geo = Geometry(B=B, Hq=Hq, Hkv=Hkv, Lq=Lq, Lk=Lk, D=D, Dv=Dv, causal_offset=causal_offset, mask=mask)
-    geo.plan(block_size)
+    geo.plan(block_size, SPARSE_BLOCK_ELEMENTS if name == "sparse" else None)
     G = Hq // Hkv
     q5 = (q4.to(cdt) * scale).contiguous().view(B, Hkv, G, Lq, D)
     k3 = k4.to(cdt).reshape(B * Hkv, Lk, D)
@@ -261,7 +262,7 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
         alpha_arg = alpha_t.expand(B, Hq, 1, 1) if alpha_t.shape[:2] != (B, Hq) else alpha_t
     else:
         alpha_arg = None
-    out5, support = blocked_attention(q5, k3, v3, geo, mapping, alpha_arg, return_support)
+    out5, support = blocked_attention(q5, k3, v3, geo, mapping, alpha_arg, return_support, sparse=name == "sparse")
     out = out5.view(B, Hq, Lq, Dv).to(query.dtype)
     if squeeze:
         out = out.squeeze(0)
@@ -294,8 +295,9 @@ def kernel_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
             shaped ``()``, ``(Hq,)`` or ``(1|B, 1|Hq, 1, 1)``; a tensor that requires grad
             receives one.
         topk: ``k`` for the top-k methods.
-        backend: ``"auto"``, ``"sdpa"`` (softmax only), ``"adasplash"`` (CUDA) or
-            ``"blocked"`` (ours, any device); see :func:`select_backend`/:func:`last_backend`.
+        backend: ``"auto"``, ``"sdpa"`` (softmax only), ``"adasplash"`` (CUDA),
+            ``"sparse"`` (ours, α-entmax, work on the support) or ``"blocked"`` (ours, any
+            mapping, dense blocks); see :func:`select_backend`/:func:`last_backend`.
         block_size: query rows per block on the blocked path (default: sized so a
             block holds about 2^20 scores).
         return_support: also return the support size (number of keys with non-zero
