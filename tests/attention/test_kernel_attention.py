@@ -89,15 +89,19 @@ def _close(a, b, tol):
     torch.testing.assert_close(a.double(), b.double(), atol=tol, rtol=tol)
 
 
+ENTMAX_FAMILY = ("sparsemax", "entmax15", "entmax43", "entmax1.25", "entmax2.5")
+CASES = [(name, "blocked") for name in METHODS] + [(name, "sparse") for name in ENTMAX_FAMILY]
+
+
 @pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("name", list(METHODS))
-def test_forward_and_gradients_match_reference(name, config):
+@pytest.mark.parametrize("name,backend", CASES)
+def test_forward_and_gradients_match_reference(name, backend, config):
     method, kw, ref_kw = METHODS[name]
     cfg = CONFIGS[config]
     q, k, v, mask = _build(cfg)
     causal = cfg.get("is_causal", False)
     out = kernel_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True, method=method,
-                           backend="blocked", block_size=4, **kw)
+                           backend=backend, block_size=4, **kw)
     ref = attention_ref(q, k, v, method, mask=mask, causal_offset=0 if causal else None, **ref_kw)
     _close(out, ref, 1e-9)
     for a, b in zip(_grads(out, (q, k, v)), _grads(ref, (q, k, v))):
@@ -192,7 +196,7 @@ def test_return_support_counts_nonzero_weights(name):
     q, k, v, mask = _build(CONFIGS["mask_and_causal"])
     out, support = kernel_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True, method=method,
                                     return_support=True, **kw)
-    assert last_backend() == "blocked"
+    assert last_backend() == ("sparse" if name in ENTMAX_FAMILY else "blocked")
     _, p = attention_ref(q, k, v, method, mask=mask, causal_offset=0, return_p=True, **ref_kw)
     assert support.dtype == torch.int64 and support.shape == q.shape[:-1]
     assert torch.equal(support, (p > 0).sum(-1))
@@ -225,9 +229,15 @@ def test_backend_selection_is_visible_and_forcing_is_checked():
     kernel_attention(q, k, v, method="softmax")
     assert last_backend() == "sdpa"
     kernel_attention(q, k, v, method="entmax15")
+    assert last_backend() == "sparse"
+    kernel_attention(q, k, v, alpha=torch.tensor([1.3, 1.6], dtype=q.dtype))
+    assert last_backend() == "sparse"
+    kernel_attention(q, k, v, method="relumax")
     assert last_backend() == "blocked"
     kernel_attention(q, k, v, method="softmax", backend="blocked")
     assert last_backend() == "blocked"
+    with pytest.raises(ValueError, match="sparse.*α-entmax"):
+        kernel_attention(q, k, v, method="relumax", backend="sparse")
     with pytest.raises(ValueError, match="softmax only"):
         kernel_attention(q, k, v, method="entmax15", backend="sdpa")
     with pytest.raises(ValueError, match="adasplash"):

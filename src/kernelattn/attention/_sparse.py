@@ -136,16 +136,20 @@ def extract_candidates(S2: Tensor, strips: Tensor, t_lb: Tensor, width: int = ST
     if hit.numel() * width > STRIP_FRACTION * R * n:
         return None
     row = torch.div(hit, ns, rounding_mode="floor")
-    col = (hit - row * ns).unsqueeze(1) * width + torch.arange(width, device=S2.device)  # (H, width)
-    vals = S2.view(-1).index_select(0, (row.unsqueeze(1) * n + col.clamp(max=n - 1)).view(-1)).view(col.shape)
+    j = hit - row * ns
+    if n % width == 0:  # strips are rows of a (R·ns, width) view: gather whole strips
+        vals = S2.reshape(-1, width).index_select(0, hit)
+    else:  # the short last strip's clamped indices repeat the last column: masked below
+        col = j.unsqueeze(1) * width + torch.arange(width, device=S2.device)
+        vals = S2.view(-1).index_select(0, (row.unsqueeze(1) * n + col.clamp(max=n - 1)).view(-1))
+        vals = vals.view(-1, width).masked_fill_(col >= n, float("-inf"))
     keep = vals > t_lb.view(-1).index_select(0, row).unsqueeze(1)
-    if n % width:
-        keep &= col < n  # the short last strip: its clamped indices repeat the last column
     k = keep.view(-1).nonzero().squeeze(1)
     if k.numel() > max_fraction * R * n:
         return None
-    kr = torch.div(k, width, rounding_mode="floor")
-    return Candidates(vals.view(-1).index_select(0, k), row.index_select(0, kr), col.view(-1).index_select(0, k))
+    strip = torch.div(k, width, rounding_mode="floor")
+    col = j.index_select(0, strip) * width + (k - strip * width)
+    return Candidates(vals.view(-1).index_select(0, k), row.index_select(0, strip), col)
 
 
 @dataclass
@@ -188,15 +192,14 @@ def solve_candidates(values: Tensor, col: Tensor, lengths: Tensor, alpha: float 
     """
     R = lengths.shape[0]
     rsum = segment_sum(lengths)
+    row_of = torch.repeat_interleave(torch.arange(R, device=values.device), lengths, output_size=values.shape[0])
 
     def expand(x: Tensor) -> Tensor:
-        return x.view(-1).repeat_interleave(lengths, output_size=values.shape[0])
+        return x.view(-1).index_select(0, row_of)
 
     U, W = torch.empty_like(values), torch.empty_like(values)
     weights, st = solve_entmax_rows(values, alpha, mx, U, W, rsum=rsum, expand=expand, t_init=t_lb)
     keep = (weights > 0).nonzero().squeeze(1)
-    row_of = torch.repeat_interleave(torch.arange(R, device=values.device), lengths,
-                                     output_size=values.shape[0])
     kept_rows = row_of.index_select(0, keep)
     counts = torch.bincount(kept_rows, minlength=R)
     crow = torch.zeros(R + 1, dtype=torch.int64, device=values.device)
@@ -224,14 +227,13 @@ def transpose_perm(col: Tensor, n_cols: int) -> tuple[Tensor, Tensor]:
 
 def entmax_g(p: Tensor, alpha: float | Tensor) -> Tensor:
     """``g = p^{2-α}`` on the support (the entmax Jacobian's diagonal weight)."""
-    if isinstance(alpha, Tensor):
-        return p.pow(2 - alpha)
-    m = integer_order(alpha)
-    if m == 1:
-        return torch.ones_like(p)
-    if m == 2:
-        return p.sqrt()
-    return p.pow(2.0 - alpha)
+    if not isinstance(alpha, Tensor):
+        m = integer_order(alpha)
+        if m == 1:
+            return torch.ones_like(p)
+        if m == 2:
+            return p.sqrt()
+    return torch.log(p).mul_(2 - alpha).exp_()  # p > 0 on the support; twice as fast as pow
 
 
 __all__ += ["transpose_perm", "entmax_g", "segment_sum"]
