@@ -33,9 +33,10 @@ from ..mappings.fixed import kernel_affine
 from ..mappings.registry import Mapping, resolve_mapping
 from ._blocked import Geometry, blocked_attention
 from ._sparse import SPARSE_BLOCK_ELEMENTS
+from .cache import KernelKVCache
 from .dispatch import select_backend
 
-__all__ = ["kernel_attention", "kernel_attention_step", "kernel_mapping", "KERNELS"]
+__all__ = ["kernel_attention", "kernel_attention_step", "kernel_mapping", "KERNELS", "KernelKVCache"]
 
 # kernel name -> order n of (1 - u²)_+^n (None = Gaussian, the n → ∞ limit)
 KERNELS = {"gaussian": None, "epanechnikov": 1, "biweight": 2, "triweight": 3}
@@ -314,7 +315,7 @@ def kernel_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
                       alpha, topk, backend, block_size, return_support, dropout_p, mapping_options)
 
 
-def kernel_attention_step(query: Tensor, key_cache: Tensor, value_cache: Tensor,
+def kernel_attention_step(query: Tensor, key_cache: Tensor | KernelKVCache, value_cache: Tensor | None = None,
                           attn_mask: Tensor | None = None, scale: float | None = None,
                           enable_gqa: bool = False, *, method: str | Mapping = "entmax15",
                           alpha: float | Tensor | None = None, topk: int | None = None,
@@ -328,17 +329,63 @@ def kernel_attention_step(query: Tensor, key_cache: Tensor, value_cache: Tensor,
     alignment), so stepping token by token reproduces the rows of
     ``kernel_attention(..., is_causal=True)`` on the whole sequence.
 
+    With a :class:`KernelKVCache` in place of the two tensors, a one-query step of an
+    α-entmax method (float α, no gradient needed) reads only the cache pages whose key
+    bound can clear the threshold — exactly the same result, certified (see
+    :mod:`kernelattn.attention.cache`); other calls read the whole cache.
+
     Args:
         query: ``(B, Hq, Lq, E)``, usually ``Lq = 1``.
-        key_cache, value_cache: ``(B, Hkv, Lk, E)`` / ``(B, Hkv, Lk, Ev)``, ``Lk >= Lq``.
+        key_cache, value_cache: ``(B, Hkv, Lk, E)`` / ``(B, Hkv, Lk, Ev)``, ``Lk >= Lq``;
+            or a :class:`KernelKVCache` and ``value_cache=None``.
         attn_mask: extra mask broadcastable to ``(B, Hq, Lq, Lk)`` (e.g. left padding).
         Other arguments as in :func:`kernel_attention`.
 
     Returns:
         As :func:`kernel_attention`.
     """
+    if isinstance(key_cache, KernelKVCache):
+        if value_cache is not None:
+            raise ValueError("pass value_cache=None with a KernelKVCache (it holds the values)")
+        cache = key_cache
+        paged = _paged_step(cache, query, attn_mask, scale, enable_gqa, method, alpha, topk, backend, block_size,
+                            mapping_options)
+        if paged is not None:
+            out, support = paged
+            return (out, support) if return_support else out
+        key_cache, value_cache = cache.keys, cache.values
+    elif value_cache is None:
+        raise ValueError("value_cache is required (or pass a KernelKVCache as key_cache)")
     Lq, Lk = query.shape[-2], key_cache.shape[-2]
     if Lk < Lq:
         raise ValueError(f"the cache ({Lk} positions) must already contain the {Lq} new positions")
     return _attention(query, key_cache, value_cache, attn_mask, Lk - Lq, scale, enable_gqa, method, alpha, topk,
                       backend, block_size, return_support, 0.0, mapping_options)
+
+
+def _paged_step(cache: KernelKVCache, query, attn_mask, scale, enable_gqa, method, alpha, topk, backend,
+                block_size, options):
+    """The page-skipping decoding step, or ``None`` where it does not apply."""
+    if not isinstance(query, Tensor) or query.dim() != 4 or query.shape[2] != 1 or backend not in ("auto", "sparse"):
+        return None
+    if len(cache) == 0:
+        raise ValueError("the KernelKVCache is empty: append the new position's key and value first")
+    if torch.is_grad_enabled() and query.requires_grad:
+        return None  # decoding with gradients goes through the differentiable path
+    _check_inputs(query, cache.keys, cache.values, enable_gqa)
+    mapping, alpha_t = _resolve(method, alpha, topk, options)
+    if alpha_t is not None or mapping.kind != "entmax" or mapping.alpha <= 1.0:
+        return None
+    B, Hq, _, E = query.shape
+    key_mask = None
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
+            return None
+        m = _canonical_mask(attn_mask, B, Hq, 1, len(cache), torch.float32)
+        key_mask = m.expand(B, Hq, 1, len(cache))[:, :, 0]
+    scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
+    from .cache import paged_entmax_step
+
+    select_backend(query, cache.keys, cache.values, is_softmax=False, alpha=mapping.alpha, backend="sparse")
+    out, support, _ = paged_entmax_step(cache, query[:, :, 0], float(mapping.alpha), scale, key_mask)
+    return out.unsqueeze(2).to(query.dtype), support.unsqueeze(2)
