@@ -84,7 +84,8 @@ def attach_alpha(module: nn.Module, alpha_init: float) -> nn.Parameter:
     existing = getattr(module, ALPHA_PARAM, None)
     if isinstance(existing, nn.Parameter):
         return existing
-    theta = alpha_parameter(alpha_init, (num_query_heads(module),))  # (H,) float32
+    with torch.device("cpu"):  # real values even inside transformers' meta-device init context
+        theta = alpha_parameter(alpha_init, (num_query_heads(module),))  # (H,) float32
     ref = next(module.parameters(), None)
     if ref is not None and ref.device.type != "meta":
         theta = nn.Parameter(theta.detach().to(ref.device))
