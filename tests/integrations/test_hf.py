@@ -78,6 +78,39 @@ def test_kernelattn_softmax_equals_sdpa(kind):
     torch.testing.assert_close(got[real], ref[real], atol=1e-5, rtol=1e-5)
 
 
+def tiny_seq2seq(kind: str, attn: str = "sdpa"):
+    """Encoder-decoder: cross-attention, and (T5) a relative position bias added to the scores."""
+    t = transformers
+    if kind == "t5":
+        cfg = t.T5Config(vocab_size=V, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, dropout_rate=0.0,
+                         decoder_start_token_id=0, pad_token_id=0)
+        cls = t.T5ForConditionalGeneration
+    else:
+        cfg = t.BartConfig(vocab_size=V, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                           decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.0,
+                           attention_dropout=0.0, max_position_embeddings=64)
+        cls = t.BartForConditionalGeneration
+    kh.register()
+    torch.manual_seed(0)
+    return cls._from_config(cfg, attn_implementation=attn).eval()
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_encoder_decoder_softmax_equals_sdpa_and_entmax_cache_is_exact(kind):
+    model = tiny_seq2seq(kind)
+    x = ids(2, 10)
+    mask = torch.ones_like(x)
+    mask[1, 7:] = 0
+    dec = ids(2, 6, seed=3)
+    ref = model(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits
+    model.set_attn_implementation("kernelattn_softmax")
+    got = model(input_ids=x, attention_mask=mask, decoder_input_ids=dec).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    model.set_attn_implementation("kernelattn_entmax15")
+    kw = dict(attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(model.generate(x, use_cache=True, **kw), model.generate(x, use_cache=False, **kw))
+
+
 # -- generation: the cache path equals the full forward ---------------------------------------------
 
 @pytest.mark.parametrize("kind", DECODERS)
