@@ -240,6 +240,19 @@ def test_gradients_reach_learned_alpha():
     assert all(torch.allclose(a, torch.full_like(a, 1.5)) for a in kh.alphas(model).values())
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "modernbert"])
+def test_learned_alpha_on_other_architectures(kind):
+    model = kh.sparsify(tiny(kind), method="sparsemax", learn_alpha=True, alpha_init=1.8)
+    model.train()
+    out_of(model, input_ids=ids(2, 9)).square().mean().backward()
+    found = kh.alphas(model)
+    assert len(found) == 2  # one attention module per layer, not its wrapper
+    for name, module in kh.attention_modules(model):
+        theta = getattr(module, kh.ALPHA_PARAM)
+        assert theta.shape == (4,) and theta.grad is not None and theta.grad.abs().sum() > 0, name
+        torch.testing.assert_close(found[name], torch.full((4,), 1.8))
+
+
 def test_save_load_round_trip_keeps_alpha(tmp_path):
     model = tiny("llama")
     kh.sparsify(model, method="entmax15", learn_alpha=True)
@@ -261,6 +274,24 @@ def test_save_load_round_trip_keeps_alpha(tmp_path):
         torch.testing.assert_close(loaded(input_ids=x).logits, ref, atol=0, rtol=0)
 
 
+def test_loading_without_the_hook_is_refused_not_silently_reset(tmp_path):
+    from kernelattn.integrations.hf import alpha as hf_alpha
+
+    kh.sparsify(tiny("llama"), method="entmax15", learn_alpha=True).save_pretrained(tmp_path)
+    hf_alpha._hook_handle.remove()  # as if register() had not been called before loading
+    hf_alpha._hook_handle = None
+    try:
+        lost = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+        assert kh.alphas(lost) == {}
+        with pytest.raises(ValueError, match="before kernelattn.integrations.hf.register"):
+            kh.sparsify(lost, method="entmax15", learn_alpha=True)
+        lost.set_attn_implementation("kernelattn_entmax15")
+        with pytest.raises(ValueError, match="register"):
+            lost(input_ids=ids(1, 4))
+    finally:
+        kh.register()
+
+
 # -- clear errors -----------------------------------------------------------------------------------
 
 def test_errors_name_the_argument():
@@ -273,6 +304,12 @@ def test_errors_name_the_argument():
         kh.sparsify(model, method="entmax15", learn_alpha=True, alpha_init=0.9)
     with pytest.raises(ValueError, match="topk"):
         kh.sparsify(model, method="topk_softmax")
+    with pytest.raises(ValueError, match="topk applies to the top-k methods only"):
+        kh.sparsify(model, method="entmax15", topk=4)
+    with pytest.raises(ValueError, match="do not apply"):
+        kh.sparsify(model, method="entmax15", temperature=2.0)
+    with pytest.raises(ValueError, match="learn_alpha=True"):
+        kh.sparsify(model, method="entmax15", alpha_init=1.3)
     model.set_attn_implementation("kernelattn_topk_softmax")
     with pytest.raises(ValueError, match="topk=k"):
         model(input_ids=ids(1, 4))

@@ -11,6 +11,10 @@ drops checkpoint keys the model does not have). The model's config records
 ``config.kernelattn = {"method": ..., "learn_alpha": True, ...}``, and the hook that
 :func:`install_construction_hook` installs adds the parameters while ``transformers``
 builds such a model, whatever attention implementation is requested.
+
+θ is a 1-D parameter whose name contains neither ``bias`` nor ``norm``: an optimiser set-up
+that decays every such tensor (``transformers.Trainer``'s default) pulls α towards
+1 + log 2 ≈ 1.69; exclude ``kernelattn_alpha_param`` from weight decay to avoid that.
 """
 
 from __future__ import annotations

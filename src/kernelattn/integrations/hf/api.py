@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ...attention.functional import _resolve as check_method_options
 from ...mappings.registry import METHODS, resolve_mapping
 from .alpha import ALPHA_PARAM, attach_alpha, attention_modules, install_construction_hook, kernelattn_config
 from .attention import PREFIX, make_attention_function
@@ -86,9 +87,8 @@ def sparsify(model, method: str = "entmax15", learn_alpha: bool = False, alpha_i
             model lost (loaded before ``register()``).
     """
     mapping = resolve_mapping(method, topk=topk)
-    if mapping_options:
-        from ...attention.functional import _resolve as check_options  # same validation as kernel_attention
-        check_options(mapping, None, topk, mapping_options)
+    # kernel_attention's own validation: topk only for top-k methods, options only where they apply
+    check_method_options(mapping, None, topk, mapping_options)
     if alpha_init is not None and not learn_alpha:
         raise ValueError("alpha_init is the starting value of a learned α: pass learn_alpha=True with it "
                          f"(or method='entmax:{alpha_init}' for a fixed α)")
