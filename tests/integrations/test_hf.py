@@ -16,6 +16,13 @@ DECODERS = ["llama", "qwen2", "mistral", "gpt2"]
 ENCODERS = ["bert", "modernbert"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    # These tests seed torch; leave the global generator as later test modules expect to find it.
+    with torch.random.fork_rng():
+        yield
+
+
 def tiny(kind: str, attn: str = "sdpa", seed: int = 0):
     """A tiny model of an architecture family, in eval mode, float32."""
     t = transformers
