@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=1024, help="forward: tokens per sequence")
     ap.add_argument("--prompt", type=int, default=256, help="generate: prompt tokens")
     ap.add_argument("--new-tokens", type=int, default=64, help="generate: tokens generated per sequence")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--write-docs", action="store_true", help="write the table to docs/bench_hf.md")
