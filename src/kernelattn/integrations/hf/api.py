@@ -79,7 +79,9 @@ def sparsify(model, method: str = "entmax15", learn_alpha: bool = False, alpha_i
 
     Returns:
         ``model`` (same object), with ``config.kernelattn`` recording the choice so that a
-        saved model reloads with it (``register()`` first).
+        saved model reloads with it (``register()`` first). α parameters that a module
+        already has (restored, or from an earlier call) are kept as they are; with
+        ``learn_alpha=False`` they stay on the model unused.
 
     Raises:
         ValueError: unknown method, ``learn_alpha`` with a non-entmax method, α ≤ 1, a model
@@ -112,13 +114,14 @@ def sparsify(model, method: str = "entmax15", learn_alpha: bool = False, alpha_i
               "topk": mapping.k, "options": dict(mapping_options)}
     configs = {id(model.config): model.config}
     configs.update({id(m.config): m.config for _, m in modules if getattr(m, "config", None) is not None})
-    for qualname, m in modules:
-        old = kernelattn_config(m)
-        if learn_alpha:
+    if learn_alpha:
+        for qualname, m in modules:  # check every module before changing any
+            old = kernelattn_config(m)
             if old and old.get("learn_alpha") and getattr(m, ALPHA_PARAM, None) is None:
                 raise ValueError(f"{qualname}: the config records learned α (config.kernelattn) but the module has "
                                  "none: the model was loaded before kernelattn.integrations.hf.register(), which "
                                  "dropped them. Call register() before from_pretrained")
+        for _, m in modules:
             attach_alpha(m, alpha_init)
     for cfg in configs.values():
         cfg.kernelattn = dict(record)
