@@ -1,18 +1,24 @@
-"""Attention forward+backward time and peak memory against T, side by side in one run.
+"""Attention speed and memory against PyTorch's fused softmax, side by side in one run.
 
-Compares PyTorch's fused softmax SDPA, ``kernel_attention`` (sparsemax, 1.5-entmax,
-4/3-entmax, normalised ReLU) and the ``entmax`` package on materialised causal scores,
-at batch 1, 4 heads, head dim 64, causal, float32. Every (method, T) runs in its own
-subprocess so its peak resident memory (``ru_maxrss``) is its own; the table reports
-the process peak and the peak above the process's memory just before the first call
-(inputs already allocated), each with its ratio to SDPA's.
+Two tables, each measured on random scores (unit-variance q, k) **and** on the scores of
+a trained Memory Mosaics model (``benchmarks/trained_scores.py``: its first context
+memory, exactly the call the model makes; trained once, cached under ``runs/bench/``):
 
-    python benchmarks/bench_attention.py                  # T = 1k … 16k, writes docs/
-    python benchmarks/bench_attention.py --quick          # T = 1k, 2k in a minute
+1. *Training-style calls* — batch 1, 4 heads, head dim 64, causal, float32: forward +
+   backward and forward alone for SDPA softmax, ``kernel_attention`` with sparsemax,
+   1.5-entmax, 4/3-entmax, ``alpha=1.7`` and a learnable per-head ``alpha`` tensor
+   ``[1.2, 1.4, 1.6, 1.8]``, at each ``--lengths`` T; plus the peak memory each adds.
+2. *Decoding* — one new query per head against a cache of ``--cache-lengths`` keys:
+   SDPA's decode step, ``kernel_attention_step`` over the whole cache, and the same step
+   over a :class:`~kernelattn.KernelKVCache` (certified page skipping; pages read shown).
 
-Timing is the median of ``--repeats`` forward+backward passes after one warm-up pass.
-The machine may be shared, so each configuration waits (up to a minute) for the other
-processes to go idle before it starts; ratios are the meaningful numbers.
+Every configuration runs in its own subprocess (so its peak memory is its own), waiting
+for the machine to be idle first; time is the median of ``--repeats`` calls after a
+warm-up; ratios to SDPA measured in the same run are the meaningful numbers.
+
+    python benchmarks/bench_attention.py                     # print the tables
+    python benchmarks/bench_attention.py --write-docs        # also write docs/bench_attention.{md,png}
+    python benchmarks/bench_attention.py --quick             # T = 1k, caches 8k: a smoke run
 """
 
 from __future__ import annotations
@@ -29,37 +35,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 B, H, E = 1, 4, 64
+TENSOR_ALPHA = [1.2, 1.4, 1.6, 1.8]
 
-# name -> (label, kind); kind "ours" takes a kernel_attention method
 CONFIGS = {
     "sdpa": "SDPA softmax (PyTorch fused)",
-    "ours:sparsemax": "ours sparsemax",
-    "ours:entmax15": "ours 1.5-entmax",
-    "ours:entmax43": "ours 4/3-entmax",
-    "ours:normalized_relu": "ours normalised ReLU",
-    "pkg:sparsemax": "entmax pkg sparsemax (materialised)",
-    "pkg:entmax15": "entmax pkg entmax15 (materialised)",
-    "pkg:bisect43": "entmax pkg entmax_bisect α=4/3 (materialised)",
+    "sparsemax": "sparsemax",
+    "entmax15": "1.5-entmax",
+    "entmax43": "4/3-entmax",
+    "alpha1.7": "alpha=1.7",
+    "alpha_tensor": "learnable alpha [1.2,1.4,1.6,1.8]",
 }
-
-
-NOTES = """\
-Batch 1, 4 heads, head dim 64, causal, float32, forward + backward. *Peak RSS* is the
-whole process (Python, torch, inputs included); *peak above inputs* is what the call
-itself added. The entmax package runs on the materialised (T × T) scores, only up to
-`--entmax-max-len` (its memory grows as T²).
-
-What bounds our time: the seven matmuls (2 forward, 5 backward: the backward recomputes
-the scores) cost about what SDPA's whole fused kernel costs; the rest is passes over each
-(rows × keys) score block, one eager op each: per block the threshold takes one `amax`
-plus 5 passes per Newton sweep for sparsemax and 1.5-entmax (7 and 6 sweeps at
-T = 4096) and 7 per Halley sweep for 4/3-entmax (4 sweeps); the backward adds about 6
-passes. Gathering the candidates of the support after the first sweep (to iterate on a
-few percent of the entries) was measured slower on this CPU than plain sweeps over a
-cache-resident block, and was dropped. The machine is shared: each row waits for idle
-CPUs before it starts, but single timings can still be inflated; the ratios measured back
-to back are the meaningful numbers.
-"""
+DECODE = {
+    "sdpa": "SDPA decode step",
+    "full:entmax15": "kernel_attention_step 1.5-entmax, whole cache",
+    "paged:entmax15": "KernelKVCache 1.5-entmax (page skipping)",
+    "paged:sparsemax": "KernelKVCache sparsemax (page skipping)",
+}
+SOURCES = ("random", "trained")
 
 
 def _rss_bytes() -> int:
@@ -67,61 +59,129 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _attention_fn(name: str):
-    import math
+def _inputs(source: str, T: int):
+    import torch
 
+    if source == "random":
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(B, H, T, E, generator=g) for _ in range(3))
+        return q, k, v, 1.0 / E ** 0.5
+    sys.path.insert(0, str(Path(__file__).parent))
+    from trained_scores import trained_qkv
+
+    return trained_qkv(T, log=lambda *a: print(*a, file=sys.stderr))
+
+
+def _call(name: str, scale: float):
     import torch
     import torch.nn.functional as F
 
+    from kernelattn import kernel_attention
+
     if name == "sdpa":
-        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if name.startswith("ours:"):
-        from kernelattn.attention import kernel_attention
-
-        method = name.split(":", 1)[1]
-        return lambda q, k, v: kernel_attention(q, k, v, is_causal=True, method=method)
-    import entmax
-
-    fn = {"pkg:sparsemax": lambda s: entmax.sparsemax(s, dim=-1),
-          "pkg:entmax15": lambda s: entmax.entmax15(s, dim=-1),
-          "pkg:bisect43": lambda s: entmax.entmax_bisect(s, alpha=4 / 3, dim=-1)}[name]
-
-    def materialised(q, k, v):
-        T = q.shape[-2]
-        s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
-        return fn(s.masked_fill(causal, float("-inf"))) @ v
-
-    return materialised
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    if name == "alpha_tensor":
+        alpha = torch.tensor(TENSOR_ALPHA, requires_grad=True)
+        return lambda q, k, v: kernel_attention(q, k, v, is_causal=True, scale=scale, alpha=alpha)
+    if name == "alpha1.7":
+        return lambda q, k, v: kernel_attention(q, k, v, is_causal=True, scale=scale, alpha=1.7)
+    return lambda q, k, v: kernel_attention(q, k, v, is_causal=True, scale=scale, method=name)
 
 
-def worker(name: str, T: int, repeats: int) -> dict:
-    """Run one configuration in this process and return its measurements."""
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker_train(source: str, name: str, T: int, repeats: int) -> dict:
+    """Forward+backward and forward-only time, and peak memory above the inputs, of one call."""
     import torch
 
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(B, H, T, E, requires_grad=True) for _ in range(3))
-    do = torch.randn(B, H, T, E)
-    fn = _attention_fn(name)
+    q, k, v, scale = _inputs(source, T)
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    g = torch.Generator().manual_seed(1)
+    do = torch.randn(q.shape[:-1] + (v.shape[-1],), generator=g)
+    fn = _call(name, scale)
     base = _rss_bytes()
 
-    def step():
+    def fwd_bwd():
         for x in (q, k, v):
             x.grad = None
-        t0 = time.perf_counter()
         fn(q, k, v).backward(do)
-        return time.perf_counter() - t0
 
-    times = [step()]  # warm-up (counted for memory, not for time)
-    if repeats > 0:
-        times = [step() for _ in range(repeats)]
+    def fwd():
+        with torch.no_grad():
+            fn(q, k, v)
+
+    t_fb = _median_time(fwd_bwd, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"name": name, "T": T, "time_s": statistics.median(times), "times": times,
-            "peak_mib": peak / 2**20, "delta_mib": (peak - base) / 2**20, "threads": torch.get_num_threads()}
+    t_f = _median_time(fwd, repeats)
+    return {"kind": "train", "source": source, "name": name, "T": T, "fwd_bwd_s": t_fb, "fwd_s": t_f,
+            "delta_mib": (peak - base) / 2**20, "threads": torch.get_num_threads()}
+
+
+def _decode_inputs(source: str, L: int):
+    import torch
+
+    if source == "random":
+        g = torch.Generator().manual_seed(0)
+        k, v = torch.randn(B, H, L, E, generator=g), torch.randn(B, H, L, E, generator=g)
+        qs = torch.randn(16, B, H, 1, E, generator=g)
+        return qs, k, v, 1.0 / E ** 0.5
+    q, k, v, scale = _inputs("trained", L)
+    # the query of the newest position attends over the whole cache (the model's own call)
+    qs = torch.stack([q[:, :, L - 1 - i:L - i] for i in range(16)])
+    return qs, k, v, scale
+
+
+def worker_decode(source: str, name: str, L: int, repeats: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from kernelattn import KernelKVCache, kernel_attention_step
+    from kernelattn.attention.cache import paged_entmax_step
+
+    qs, k, v, scale = _decode_inputs(source, L)
+    pages = []
+    if name == "sdpa":
+        def step(q):
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    elif name.startswith("full:"):
+        method = name.split(":", 1)[1]
+
+        def step(q):
+            return kernel_attention_step(q, k, v, scale=scale, method=method)
+    else:
+        method = name.split(":", 1)[1]
+        alpha = {"entmax15": 1.5, "sparsemax": 2.0}[method]
+        cache = KernelKVCache(B, H, E, E, page_size=32, capacity=L)
+        cache.append(k, v)
+
+        def step(q):
+            out, _, read = paged_entmax_step(cache, q[:, :, 0], alpha, scale)
+            pages.append(read)
+            return out
+
+    i = [0]
+
+    def one():
+        with torch.no_grad():
+            step(qs[i[0] % len(qs)])
+        i[0] += 1
+
+    t = _median_time(one, repeats)
+    total_pages = -(-L // 32)
+    return {"kind": "decode", "source": source, "name": name, "T": L, "step_s": t,
+            "pages_read": statistics.median(pages) if pages else None, "pages_total": total_pages,
+            "threads": torch.get_num_threads()}
 
 
 def _cpu_busy(interval: float = 1.0) -> float:
-    """Fraction of the machine's CPU time that was busy over ``interval`` seconds."""
     def read():
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -131,43 +191,65 @@ def _cpu_busy(interval: float = 1.0) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
-def _wait_until_quiet(limit: float = 60.0, threshold: float = 0.2) -> None:
-    """The machine may be shared: start a measurement when other processes are idle."""
+def _wait_until_quiet(limit: float = 30.0, threshold: float = 0.2) -> None:
     start = time.time()
     while time.time() - start < limit and _cpu_busy() > threshold:
         pass
 
 
-def _run_child(name: str, T: int, repeats: int, timeout: float) -> dict | None:
+def _run_child(kind: str, source: str, name: str, T: int, repeats: int, timeout: float) -> dict | None:
     _wait_until_quiet()
-    cmd = [sys.executable, __file__, "--worker", name, str(T), str(repeats)]
+    cmd = [sys.executable, __file__, "--worker", kind, source, name, str(T), str(repeats)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        print(f"  {name} T={T}: timed out after {timeout:.0f}s", file=sys.stderr)
+        print(f"  {kind} {source} {name} T={T}: timed out after {timeout:.0f}s", file=sys.stderr)
         return None
+    sys.stderr.write(res.stderr if res.returncode == 0 else "")
     if res.returncode != 0:
         tail = res.stderr.strip().splitlines()[-1:] or ["(no message)"]
-        print(f"  {name} T={T}: failed ({tail[0]})", file=sys.stderr)
+        print(f"  {kind} {source} {name} T={T}: failed ({tail[0]})", file=sys.stderr)
         return None
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _table(results: list[dict], lengths: list[int]) -> str:
-    by = {(r["name"], r["T"]): r for r in results}
-    lines = ["| T | method | fwd+bwd (ms) | × SDPA | peak RSS (MiB) | × SDPA | peak above inputs (MiB) | × SDPA |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for T in lengths:
-        ref = by.get(("sdpa", T))
-        for name, label in CONFIGS.items():
-            r = by.get((name, T))
-            if r is None:
-                continue
-            rt = f"{r['time_s'] / ref['time_s']:.2f}" if ref else "–"
-            rm = f"{r['peak_mib'] / ref['peak_mib']:.2f}" if ref else "–"
-            rd = f"{r['delta_mib'] / ref['delta_mib']:.2f}" if ref and ref["delta_mib"] > 0 else "–"
-            lines.append(f"| {T} | {label} | {1000 * r['time_s']:.0f} | {rt} | {r['peak_mib']:.0f} | {rm} | "
-                         f"{r['delta_mib']:.0f} | {rd} |")
+def _fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def train_table(results: list[dict], lengths: list[int]) -> str:
+    by = {(r["source"], r["name"], r["T"]): r for r in results if r["kind"] == "train"}
+    lines = ["| scores | T | method | fwd+bwd (ms) | × SDPA | forward (ms) | × SDPA | memory above inputs (MiB) | × SDPA |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for source in SOURCES:
+        for T in lengths:
+            ref = by.get((source, "sdpa", T))
+            for name, label in CONFIGS.items():
+                r = by.get((source, name, T))
+                if r is None:
+                    continue
+                rfb = r["fwd_bwd_s"] / ref["fwd_bwd_s"] if ref else None
+                rf = r["fwd_s"] / ref["fwd_s"] if ref else None
+                rm = r["delta_mib"] / ref["delta_mib"] if ref and ref["delta_mib"] > 0 else None
+                lines.append(f"| {source} | {T} | {label} | {1000 * r['fwd_bwd_s']:.0f} | {_fmt_ratio(rfb)} | "
+                             f"{1000 * r['fwd_s']:.0f} | {_fmt_ratio(rf)} | {r['delta_mib']:.0f} | {_fmt_ratio(rm)} |")
+    return "\n".join(lines)
+
+
+def decode_table(results: list[dict], cache_lengths: list[int]) -> str:
+    by = {(r["source"], r["name"], r["T"]): r for r in results if r["kind"] == "decode"}
+    lines = ["| keys | cached positions | step | time (ms) | × SDPA | pages read |",
+             "|---|---:|---|---:|---:|---:|"]
+    for source in SOURCES:
+        for L in cache_lengths:
+            ref = by.get((source, "sdpa", L))
+            for name, label in DECODE.items():
+                r = by.get((source, name, L))
+                if r is None:
+                    continue
+                ratio = r["step_s"] / ref["step_s"] if ref else None
+                pages = "–" if r["pages_read"] is None else f"{r['pages_read']:.0f} / {r['pages_total']}"
+                lines.append(f"| {source} | {L} | {label} | {1000 * r['step_s']:.2f} | {_fmt_ratio(ratio)} | {pages} |")
     return "\n".join(lines)
 
 
@@ -177,68 +259,106 @@ def _plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, label in CONFIGS.items():
-        pts = sorted((r["T"], r) for r in results if r["name"] == name)
-        if not pts:
-            continue
-        Ts = [t for t, _ in pts]
-        style = "-o" if not name.startswith("pkg:") else "--s"
-        ax_t.plot(Ts, [r["time_s"] for _, r in pts], style, label=label)
-        ax_m.plot(Ts, [r["delta_mib"] for _, r in pts], style, label=label)
-    for ax, ylab in ((ax_t, "forward + backward time (s)"), (ax_m, "peak memory above inputs (MiB)")):
+    train = [r for r in results if r["kind"] == "train"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, source in zip(axes, SOURCES):
+        ref = {r["T"]: r["fwd_bwd_s"] for r in train if r["source"] == source and r["name"] == "sdpa"}
+        for name, label in CONFIGS.items():
+            pts = sorted((r["T"], r["fwd_bwd_s"] / ref[r["T"]]) for r in train
+                         if r["source"] == source and r["name"] == name and r["T"] in ref)
+            if pts:
+                ax.plot([t for t, _ in pts], [x for _, x in pts], "-o", label=label)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        ax.set_title(f"{source} q, k")
         ax.set_xlabel("sequence length T (batch 1, 4 heads, head dim 64, causal, float32)")
-        ax.set_ylabel(ylab)
         ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].set_ylabel("forward + backward time ÷ SDPA's")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=120)
 
 
+NOTES = """\
+*Training-style*: batch 1, 4 heads, head dim 64, causal, float32, median of the timed
+calls after a warm-up; *memory above inputs* is the peak resident memory the forward +
+backward added (whole process, its own subprocess). *Trained* scores are the first
+context memory of a Memory Mosaics model (1.5-entmax, 2 layers, 4 heads of dim 64,
+trained 300 steps on the built-in stories; `benchmarks/trained_scores.py`), with the
+model's own scale; the other methods are applied to the same q, k, v.
+*Decoding*: one query per head (16 different ones, median), batch 1, 4 heads, head dim
+64; the cache is random keys, or the trained model's keys for a story text of that
+length; pages of 32 keys.
+"""
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per configuration (median reported)")
-    p.add_argument("--quick", action="store_true", help="T = 1024, 2048 and 2 repeats")
-    p.add_argument("--entmax-max-len", type=int, default=4096,
-                   help="largest T for the entmax package on materialised scores (memory grows as T²)")
-    p.add_argument("--methods", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--lengths", type=lambda s: [int(x) for x in s.split(",")], default=[1024, 4096, 16384],
+                   help="comma list of sequence lengths for the training-style table")
+    p.add_argument("--cache-lengths", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[8192, 65536, 262144], help="comma list of cache lengths for the decoding table")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per configuration (median reported)")
+    p.add_argument("--methods", type=lambda s: s.split(","), default=list(CONFIGS),
+                   help=f"comma list from {','.join(CONFIGS)}")
+    p.add_argument("--sources", type=lambda s: s.split(","), default=list(SOURCES), help="random,trained")
+    p.add_argument("--quick", action="store_true", help="T = 1024, caches of 8192, 2 repeats")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per measurement")
+    p.add_argument("--write-docs", action="store_true", help="write docs/bench_attention.md and .png")
     p.add_argument("--out-dir", type=Path, default=ROOT / "docs")
-    p.add_argument("--no-write", action="store_true", help="print the table only")
-    p.add_argument("--worker", nargs=3, metavar=("NAME", "T", "REPEATS"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        name, T, reps = args.worker
-        print(json.dumps(worker(name, int(T), int(reps))))
+        import torch
+
+        torch.set_num_threads(args.threads)
+        kind, source, name, T, reps = args.worker
+        fn = worker_train if kind == "train" else worker_decode
+        print(json.dumps(fn(source, name, int(T), int(reps))))
         return
-    lengths, repeats = (([1024, 2048], 2) if args.quick else (args.lengths, args.repeats))
+    bad = [m for m in args.methods if m not in CONFIGS] + [s for s in args.sources if s not in SOURCES]
+    if bad:
+        p.error(f"unknown method/source {bad}; methods: {','.join(CONFIGS)}; sources: {','.join(SOURCES)}")
+    if args.quick:
+        args.lengths, args.cache_lengths, args.repeats = [1024], [8192], 2
+    if "trained" in args.sources:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from trained_scores import CKPT, train_checkpoint
+
+        if not CKPT.exists():
+            print(f"training the benchmark's Memory Mosaics model once -> {CKPT}", file=sys.stderr)
+            train_checkpoint(CKPT, log=lambda *a: print(*a, file=sys.stderr))
     results = []
-    for T in lengths:
-        for name in args.methods:
-            if name.startswith("pkg:"):
-                if T > args.entmax_max_len:
-                    continue
-                reps = repeats if T <= 2048 else 1  # bisection at 4k takes about a minute per pass
-            else:
-                reps = repeats
-            r = _run_child(name, T, reps, timeout=1800)
-            if r is not None:
-                results.append(r)
-                print(f"  T={T:6d} {name:22s} {1000 * r['time_s']:9.0f} ms  peak {r['peak_mib']:7.0f} MiB  "
-                      f"(+{r['delta_mib']:.0f})", file=sys.stderr, flush=True)
-    table = _table(results, lengths)
+    for source in args.sources:
+        for T in args.lengths:
+            for name in ["sdpa"] + [m for m in args.methods if m != "sdpa"]:
+                reps = args.repeats if T < 16384 else max(1, min(args.repeats, 3))
+                r = _run_child("train", source, name, T, reps, timeout=1800)
+                if r is not None:
+                    results.append(r)
+                    print(f"  {source:7s} T={T:6d} {name:13s} fwd+bwd {1000 * r['fwd_bwd_s']:8.0f} ms  "
+                          f"fwd {1000 * r['fwd_s']:7.0f} ms  +{r['delta_mib']:.0f} MiB", file=sys.stderr, flush=True)
+        for L in args.cache_lengths:
+            for name in DECODE:
+                r = _run_child("decode", source, name, L, max(args.repeats, 10), timeout=1800)
+                if r is not None:
+                    results.append(r)
+                    print(f"  {source:7s} cache={L:7d} {name:16s} {1000 * r['step_s']:8.2f} ms", file=sys.stderr,
+                          flush=True)
+    threads = results[0]["threads"] if results else "?"
     cmd = "python benchmarks/bench_attention.py" + (" --quick" if args.quick else "")
-    print(table)
-    if not args.no_write:
+    md = (f"# Attention benchmark\n\nCommand: `{cmd}` (CPU, {os.cpu_count()} cores, torch threads {threads}; "
+          f"each row a separate process).\n\n## Training-style calls\n\n{train_table(results, args.lengths)}\n\n"
+          f"## Decoding\n\n{decode_table(results, args.cache_lengths)}\n\n{NOTES}")
+    print(md)
+    if args.write_docs:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        md = (f"# Attention benchmark\n\nCommand: `{cmd}` (CPU, {os.cpu_count()} cores, torch threads "
-              f"{results[0]['threads'] if results else '?'}; each row a separate process).\n\n{table}\n\n{NOTES}")
         (args.out_dir / "bench_attention.md").write_text(md)
+        (args.out_dir / "bench_attention.json").write_text(json.dumps(results, indent=1))
         _plot(results, args.out_dir / "bench_attention.png")
-        print(f"\nwrote {args.out_dir / 'bench_attention.md'} and {args.out_dir / 'bench_attention.png'}",
-              file=sys.stderr)
+        print(f"\nwrote {args.out_dir / 'bench_attention.md'}, .json and .png", file=sys.stderr)
 
 
 if __name__ == "__main__":
