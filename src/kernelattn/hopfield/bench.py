@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import HopfieldPooling
+from .pooling import HopfieldPooling
 from .mappings import resolve_hopfield_mapping
 from .retrieval import hopfield_retrieve
 
