@@ -35,17 +35,28 @@ def _to_last(x: Tensor, dim: int) -> Tensor:
 def _constrained_threshold(x: Tensor, u: Tensor, n_iter: int = 60) -> Tensor:
     """``τ`` with ``Σ clip(x − τ, 0, u) = 1`` along the last dim (x finite, u >= 0, Σu > 1).
 
-    Bisection on ``[min(x − u), max x]`` (the sum falls from ``Σu`` to 0 there), then the
-    exact solve on the identified free set ``τ = (Σ_F x + Σ_U u − 1) / |F|``.
+    ``s(τ) = Σ clip(x − τ, 0, u)`` is piecewise linear and non-increasing, with kinks at
+    ``x_i`` and ``x_i − u_i``. Rows of up to 512 entries evaluate ``s`` at every kink at
+    once and take the bracketing pair; longer rows bisect on ``[min(x − u), max x]``.
+    Either way the free set inside the bracket gives the exact
+    ``τ = (Σ_F x + Σ_U u − 1) / |F|``.
     """
-    lo = (x - u).amin(-1, keepdim=True)
-    hi = x.amax(-1, keepdim=True)
-    for _ in range(n_iter):
-        mid = (lo + hi) / 2
-        too_much = torch.minimum((x - mid).clamp_min(0), u).sum(-1, keepdim=True) > 1
-        lo = torch.where(too_much, mid, lo)
-        hi = torch.where(too_much, hi, mid)
-    tau = (lo + hi) / 2
+    if x.shape[-1] <= 512:
+        kinks = torch.cat([x, x - u], dim=-1)  # (..., 2n)
+        s = torch.minimum((x[..., None, :] - kinks[..., :, None]).clamp_min(0), u[..., None, :]).sum(-1)
+        lo = torch.where(s >= 1, kinks, torch.full_like(kinks, -math.inf)).amax(-1, keepdim=True)
+        hi = torch.where(s <= 1, kinks, torch.full_like(kinks, math.inf)).amin(-1, keepdim=True)
+        ok = torch.isfinite(lo) & torch.isfinite(hi)
+        tau = torch.where(ok, (lo + hi) / 2, torch.zeros_like(lo))
+    else:
+        lo = (x - u).amin(-1, keepdim=True)
+        hi = x.amax(-1, keepdim=True)
+        for _ in range(n_iter):
+            mid = (lo + hi) / 2
+            too_much = torch.minimum((x - mid).clamp_min(0), u).sum(-1, keepdim=True) > 1
+            lo = torch.where(too_much, mid, lo)
+            hi = torch.where(too_much, hi, mid)
+        tau = (lo + hi) / 2
     z = x - tau
     free = (z > 0) & (z < u)
     up = (z >= u) & (u > 0)
