@@ -8,7 +8,8 @@ matrix, bool masks = blocked, float masks added). Three points follow hopfield-l
 *documented* meaning where its code differs (see docs/porting_from_hopfield_layers.md):
 a per-head ``scaling`` multiplies each head's states, ``concat_bias_pattern`` appends
 the learned bias pattern, and a static pattern is repeated over the heads of its own
-batch entry (hopfield-layers' repeat mixes batch entries when batch > 1 and heads > 1). Weights are drawn as a hopfield-layers ``state_dict``
+batch entry (hopfield-layers' repeat mixes batch entries when batch > 1 and heads > 1).
+Weights are drawn as a hopfield-layers ``state_dict``
 and loaded with :func:`load_hopfield_layers_state_dict`.
 """
 
@@ -457,3 +458,14 @@ def test_bad_arguments_are_explained():
         layer(x, association_mask=torch.zeros(S, S + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="stored_pattern_padding_mask"):
         layer(x, stored_pattern_padding_mask=torch.zeros(B, S))
+
+
+def test_unused_bias_pattern_of_hopfield_layers_is_dropped_on_load():
+    """hopfield-layers' concat_bias_pattern never concatenates: loading into a layer without it works."""
+    cfg = dict(BASE, concat_bias=True)
+    sd = hl_state_dict(cfg, torch.Generator().manual_seed(30))
+    layer = build(dict(BASE))
+    hf.load_hopfield_layers_state_dict(layer, sd)
+    stored, state, proj = _inputs(cfg, torch.Generator().manual_seed(31))
+    ref, _, _ = reference_core({k: v for k, v in sd.items() if "bias_" not in k}, dict(BASE), stored, state, proj)
+    torch.testing.assert_close(_run_ours(layer, cfg, stored, state, proj)[0], ref)

@@ -333,7 +333,8 @@ def _mil_table(rows, mappings, seeds, n_bags, epochs, target, sizes) -> str:
 def _recall_tables(free_rows, seq_rows, memories, betas, seeds, n_iter) -> str:
     out = []
     for beta in betas:
-        out.append(f"**Free recall, β = {beta:g}** — unique-memory ratio % (distinct digits recalled in M steps / M), "
+        out.append(f"**Free recall, β = {beta:g}** — unique-memory ratio % (distinct digits recalled in M steps "
+                   f"/ M), "
                    f"mean ± std over {seeds} seeds, {n_iter} clean-up updates per step\n")
         out.append("| method | " + " | ".join(f"M={m}" for m in memories) + " |")
         out.append("|---|" + "---|" * len(memories))

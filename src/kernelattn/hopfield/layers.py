@@ -255,7 +255,8 @@ class Hopfield(nn.Module):
             if isinstance(scaling, nn.Parameter):
                 self.scaling = scaling
             else:
-                self.register_buffer("scaling", scaling.detach().clone(), persistent=False)  # a setting, as in hopfield-layers
+                # A setting, not a weight (hopfield-layers keeps it out of the state dict too).
+                self.register_buffer("scaling", scaling.detach().clone(), persistent=False)
         else:
             if isinstance(scaling, bool) or not isinstance(scaling, (int, float)):
                 raise ValueError(f"scaling must be a float or a ({num_heads},) tensor, got {type(scaling).__name__}")

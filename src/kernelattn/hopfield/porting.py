@@ -5,7 +5,8 @@
 is not static) or in separate ``q/k/v_proj_weight``, and the biases in one packed
 ``in_proj_bias`` (the projection's slice is always there). Here each projection is its
 own ``nn.Linear``. :func:`load_hopfield_layers_state_dict` splits the packed tensors and
-renames the rest; every other key (input LayerNorms, pooling/lookup weights, the
+renames the rest (and drops ``bias_k``/``bias_v`` when the layer has no bias pattern:
+hopfield-layers never uses them); every other key (input LayerNorms, pooling/lookup weights, the
 encoder/decoder feed-forward and norms) already has hopfield-layers' name.
 """
 
@@ -50,8 +51,11 @@ def _convert_hopfield(hop: Hopfield, sd: dict[str, Tensor], prefix: str, out: di
     for name in ("out_proj.weight", "out_proj.bias", "p_norm_weight", "p_norm_bias"):
         if core + name in sd:
             out[prefix + name] = sd[core + name]
+    # hopfield-layers creates bias_k/bias_v for concat_bias_pattern but never concatenates
+    # them; a layer built with concat_bias_pattern=False reproduces its outputs, so they are
+    # dropped then.
     for name in ("bias_k", "bias_v"):
-        if core + name in sd:
+        if core + name in sd and getattr(hop, name) is not None:
             out[prefix + name] = sd[core + name].reshape(-1)
     if prefix + "_Hopfield__scaling" in sd:
         out[prefix + "scaling"] = sd[prefix + "_Hopfield__scaling"]

@@ -183,7 +183,7 @@ def _seq_row(theta: Tensor, k: int, max_iter: int) -> tuple[Tensor, list[int]]:
 
 
 class SequentialKSubsetsFunction(torch.autograd.Function):
-    """Active-set forward; backward ``J g`` with ``J = A(M⁻¹ − M⁻¹11ᵀM⁻¹/1ᵀM⁻¹1)Aᵀ`` on the support."""
+    """Active-set forward; backward ``J g``, ``J = A(M⁻¹ − M⁻¹11ᵀM⁻¹/1ᵀM⁻¹1)Aᵀ`` on the support."""
 
     @staticmethod
     def forward(ctx, x: Tensor, k: int, dim: int, max_iter: int) -> Tensor:

@@ -133,7 +133,8 @@ class HopfieldDecoderLayer(nn.Module):
         assoc = self.hopfield_association_self(tgt, stored_pattern_padding_mask=tgt_key_padding_mask,
                                                association_mask=tgt_mask)
         tgt = self.norm_residual_self(tgt + self.dropout_hopfield_association_self(assoc))
-        assoc = self.hopfield_association_cross((memory, tgt, memory), stored_pattern_padding_mask=memory_key_padding_mask,
+        assoc = self.hopfield_association_cross((memory, tgt, memory),
+                                                stored_pattern_padding_mask=memory_key_padding_mask,
                                                 association_mask=memory_mask)
         tgt = self.norm_residual_cross(tgt + self.dropout_hopfield_association_cross(assoc))
         return self.norm_output(tgt + self.dropout_output(_feed_forward(self, tgt)))
