@@ -33,7 +33,7 @@ def test_bench_writes_table_json_and_png(tmp_path, capsys):
     assert all(0 <= r["success"] <= 1 for r in res["retrieval"])
     assert len(res["free_recall"]) == 2 * 4 and len(res["sequential_recall"]) == 2 * 3
     assert all(0 < r["unique"] <= 1 for r in res["free_recall"])
-    assert len(res["dam"]) == 2 * (3 + 2)
+    assert len(res["dam"]) == 2 * (4 + 2)
     assert (tmp_path / "hopfield_bench.png").stat().st_size > 5_000
     assert (tmp_path / "hopfield_bench.md").read_text().startswith("**Retrieval")
 

@@ -141,14 +141,15 @@ def test_dam_retrieves_separated_patterns_and_rejects_bad_kinds():
     x = torch.sign(torch.randn(6, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
     q = x.clone()
     q[:, 20:] = 0  # half of each pattern lost
-    for kind, beta in (("poly:3", 1.0), ("poly:10", 0.1), ("exp", 0.1)):
+    for kind, beta in (("poly:3", 1.0), ("poly:10", 0.1), ("exp", 0.1), ("exp:0.2", 0.1)):
         out = hf.dam_retrieve(x, q, kind, beta=beta, inner_beta=0.2, n_iter=5)
         cos = torch.nn.functional.cosine_similarity(out, x, dim=-1)
         assert (cos > 0.99).all(), (kind, cos)
     # the classical network (poly:1) is one matrix product: tanh(β XᵀX q)
     torch.testing.assert_close(hf.dam_retrieve(x, q, "poly:1", beta=0.01, n_iter=1),
                                torch.tanh(0.01 * (q @ x.T) @ x))
-    for bad in ("poly:0", "poly", "gauss"):
+    torch.testing.assert_close(hf.dam_retrieve(x, q, "exp:0.3"), hf.dam_retrieve(x, q, "exp", inner_beta=0.3))
+    for bad in ("poly:0", "poly", "gauss", "exp:-1", "exp:x"):
         with pytest.raises(ValueError, match="DAM kind"):
             hf.dam_retrieve(x, q, bad)
 
