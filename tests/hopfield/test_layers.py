@@ -178,3 +178,15 @@ def test_pooling_and_lookup_options():
     out, w = look(torch.randn(2, 3, 8), stored_pattern_padding_mask=pad, return_weights=True)
     assert out.shape == (2, 3, 8) and (w[..., 0] == 0).all()
     assert look.get_association_matrix(torch.randn(2, 3, 8), stored_pattern_padding_mask=pad).shape == (2, 1, 3, 5)
+
+
+def test_projection_init_std_reproduces_hopfield_layers_initialisation():
+    layer = hf.Hopfield(input_size=64, num_heads=2, projection_init_std=0.02)
+    for proj in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj):
+        assert abs(proj.weight.std().item() - 0.02) < 0.003 and (proj.bias == 0).all()
+    default = hf.Hopfield(input_size=64, num_heads=2)
+    assert default.q_proj.weight.std().item() > 0.05 and (default.q_proj.bias != 0).any()
+    pool = hf.HopfieldPooling(64, quantity=2, projection_init_std=0.02)  # queries and projections as hflayers
+    assert abs(pool.pooling_weights.std().item() - 0.02) < 0.01 and (pool.hopfield.k_proj.bias == 0).all()
+    with pytest.raises(ValueError, match="projection_init_std"):
+        hf.Hopfield(input_size=8, projection_init_std=0.0)

@@ -5,8 +5,8 @@ Arguments, defaults and meanings follow the ``hopfield-layers`` library (Ramsaue
 ``docs/porting_from_hopfield_layers.md`` lists every argument. What this layer adds, all
 keyword-only after hopfield-layers' own arguments: ``mapping`` (any name of
 :func:`resolve_hopfield_mapping`, softmax by default), ``alpha_learnable`` /
-``alpha_bounds`` (a learned α per head, as in HFYN) and ``post`` (the HFY
-post-transform inside the layer).
+``alpha_bounds`` (a learned α per head, as in HFYN), ``post`` (the HFY
+post-transform inside the layer) and ``projection_init_std`` (hopfield-layers' init).
 
 Per head ``h`` the association is ``ξ = mapping(β_h · Q_h K_hᵀ + mask)``; extra update
 steps replace the state by ``post(ξ K_h)`` and recompute ``ξ``; the output is
@@ -179,6 +179,9 @@ class Hopfield(nn.Module):
         post: HFY post-transform ``identity`` (default), ``l2`` or ``layernorm``: applied
             per head to projected states, stored patterns and projections, to each updated
             state and to each head's retrieval (the HFYN layers' ``ypsi``).
+        projection_init_std: ``None`` (default) keeps ``nn.Linear``'s initialisation of the
+            projections; a float draws their weights from ``normal(0, projection_init_std)`` with
+            zero biases — ``0.02`` is hopfield-layers' initialisation.
     """
 
     def __init__(self, input_size: int | None = None, hidden_size: int | None = None,
@@ -200,7 +203,8 @@ class Hopfield(nn.Module):
                  input_bias: bool = True, concat_bias_pattern: bool = False, add_zero_association: bool = False,
                  disable_out_projection: bool = False, *,
                  mapping: str | HopfieldMapping = "softmax", alpha_learnable: bool = False,
-                 alpha_bounds: tuple[float, float] | None = None, post: str = "identity"):
+                 alpha_bounds: tuple[float, float] | None = None, post: str = "identity",
+                 projection_init_std: float | None = None):
         super().__init__()
         if not isinstance(batch_first, bool):
             raise ValueError(f"batch_first must be a bool, got {type(batch_first).__name__}")
@@ -322,6 +326,17 @@ class Hopfield(nn.Module):
             self.association_activation = fn
         self.association_activation_name = association_activation
         self.dropout = nn.Dropout(dropout)
+        if projection_init_std is not None:
+            init_std = projection_init_std
+            if not init_std > 0:
+                raise ValueError(f"projection_init_std must be > 0 (hopfield-layers uses 0.02) or None, "
+                                 f"got {init_std!r}")
+            with torch.no_grad():
+                for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+                    if proj is not None:
+                        proj.weight.normal_(0.0, init_std)
+                        if proj.bias is not None:
+                            proj.bias.zero_()
 
     # ------------------------------------------------------------------ pieces of forward
 
