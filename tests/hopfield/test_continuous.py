@@ -33,12 +33,11 @@ def test_rectangular_continuous_retrieval_equals_discrete_attention(beta):
     exact = mem.retrieve(q, beta=beta, n_iter=2, tol=0.0, method="exact")
     discrete = hf.hopfield_retrieve(mem.coefficients, q, "softmax", beta=beta, n_iter=2, tol=0.0)
     torch.testing.assert_close(exact, discrete)
-    # Midpoint quadrature: exact when the nodes split the bins evenly, O(N/K) otherwise.
-    aligned = mem.retrieve(q, beta=beta, n_iter=2, tol=0.0, method="quadrature", n_points=7 * 40)
-    torch.testing.assert_close(aligned, exact, atol=1e-12, rtol=0)
-    for k, tol in ((1000, 2e-2), (10_001, 2e-3)):
+    # Gauss–Legendre inside each bin: exact for rectangular bases at any node count
+    # (a midpoint grid that does not split the bins evenly was off by O(N/K)).
+    for k in (7, 100, 1000, 10_001):
         quad = mem.retrieve(q, beta=beta, n_iter=2, tol=0.0, method="quadrature", n_points=k)
-        assert (quad - exact).abs().max() < tol
+        torch.testing.assert_close(quad, exact, atol=1e-12, rtol=0)
 
 
 def test_gaussian_bases_reconstruct_and_quadrature_converges():
@@ -68,3 +67,46 @@ def test_functional_form_and_errors():
         hf.ContinuousMemory(x, 0)
     with pytest.raises(ValueError, match="exact"):
         hf.ContinuousMemory(x, 5, basis="gaussian").retrieve(q, method="exact")
+
+
+def test_default_ridge_is_the_papers():
+    x = _signal(L=30)
+    assert hf.ContinuousMemory(x, 5).ridge == 0.5
+
+
+def test_quadrature_nodes_integrate_polynomials_on_each_bin():
+    mem = hf.ContinuousMemory(_signal(L=20), n_basis=4, basis="gaussian")
+    t, w = mem.nodes(12)  # 3 Gauss–Legendre nodes per bin: exact up to degree 5 per bin
+    assert t.shape == (12,) and abs(float(w.sum()) - 1) < 1e-14
+    for deg in range(6):
+        torch.testing.assert_close((w * t ** deg).sum(), torch.tensor(1 / (deg + 1), dtype=torch.float64),
+                                   atol=1e-14, rtol=0)
+    # Gaussian bases: the retrieval converges fast in the node count
+    q = torch.randn(3, 4, dtype=torch.float64)
+    a = mem.retrieve(q, beta=3.0, n_points=80)
+    b = mem.retrieve(q, beta=3.0, n_points=4000)
+    assert (a - b).abs().max() < 1e-10
+
+
+def test_rectangular_energy_is_the_discrete_energy_of_the_pooled_rows():
+    x = _signal(L=50, seed=4)
+    mem = hf.ContinuousMemory(x, n_basis=6)
+    q = torch.randn(5, 4, dtype=torch.float64)
+    for beta in (0.3, 2.0):
+        e = mem.energy(q, beta=beta)
+        torch.testing.assert_close(e, hf.hopfield_energy(mem.coefficients, q, "softmax", beta))
+        torch.testing.assert_close(mem.energy(q, beta=beta, method="quadrature", n_points=60), e)
+
+
+@pytest.mark.parametrize("basis", ["rectangular", "gaussian"])
+def test_continuous_energy_never_increases(basis):
+    x = _signal(L=64, d=3, seed=5)
+    mem = hf.ContinuousMemory(x, n_basis=10, basis=basis)
+    q = torch.randn(6, 3, dtype=torch.float64) * 2
+    energies = [mem.energy(q, beta=2.5, n_points=200)]
+    for _ in range(8):
+        q = mem.retrieve(q, beta=2.5, n_iter=1, n_points=200)
+        energies.append(mem.energy(q, beta=2.5, n_points=200))
+    e = torch.stack(energies)
+    assert (e >= -1e-12).all()
+    assert (e[1:] <= e[:-1] + 1e-12).all() and (e[-1] < e[0]).all()

@@ -34,9 +34,9 @@ def test_softmax_layer_matches_sdpa():
     layer = hf.Hopfield(input_size=16, num_heads=4, dropout=0.0).eval()
     x = torch.randn(2, 6, 16)
     out = layer(x)
-    k = layer._heads(layer.k_proj(layer.norm_stored(x)), 4)
-    q = layer._heads(layer.q_proj(layer.norm_state(x)), 4)
-    v = layer._heads(layer.v_proj(layer.norm_projection(x)), 4)
+    k = layer.k_proj(layer.norm_stored_pattern(x)).view(2, 6, 4, 4).transpose(1, 2)
+    q = layer.q_proj(layer.norm_state_pattern(x)).view(2, 6, 4, 4).transpose(1, 2)
+    v = layer.get_projected_pattern_matrix(x)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=layer.scaling)
     ref = layer.out_proj(ref.transpose(1, 2).reshape(2, 6, 16))
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
@@ -119,3 +119,74 @@ def test_pooling_padding_and_layer_lookup():
 def test_static_size_mismatch_is_explained():
     with pytest.raises(ValueError, match="as_static"):
         hf.Hopfield(input_size=6, hidden_size=4, stored_pattern_as_static=True)
+
+
+def test_alpha_bounds_clamp_like_hfyn():
+    assoc = hf.HopfieldAssociation("entmax:1.5", num_heads=2, alpha_learnable=True, alpha_bounds=(1.01, 2.0))
+    torch.testing.assert_close(assoc.alpha, torch.full((1, 2, 1, 1), 1.5))
+    with torch.no_grad():
+        assoc.alpha_raw.copy_(torch.tensor([0.5, 3.0]).view(1, 2, 1, 1))
+    assert assoc.alpha.flatten().tolist() == pytest.approx([1.01, 2.0])
+    s = torch.randn(1, 2, 3, 5)
+    torch.testing.assert_close(assoc(s)[0, 1], hf.resolve_hopfield_mapping("sparsemax")(s[0, 1]))
+    with pytest.raises(ValueError, match="alpha_bounds"):
+        hf.HopfieldAssociation("entmax:1.5", alpha_learnable=True, alpha_bounds=(0.5, 2.0))
+    layer = hf.Hopfield(input_size=8, num_heads=2, mapping="entmax:1.5", alpha_learnable=True, alpha_bounds=(1.01, 2.0))
+    layer(torch.randn(2, 4, 8)).sum().backward()
+    assert layer.association.alpha_raw.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("post", ["l2", "layernorm"])
+def test_post_transform_inside_the_layer(post):
+    torch.manual_seed(5)
+    layer = hf.Hopfield(input_size=8, num_heads=2, update_steps_max=2, mapping="entmax15", post=post,
+                        disable_out_projection=True).double()
+    out = layer(torch.randn(3, 5, 8, dtype=torch.float64)).view(3, 5, 2, 4)  # per head
+    if post == "l2":
+        torch.testing.assert_close(out.norm(dim=-1), torch.ones(3, 5, 2, dtype=torch.float64))
+    else:
+        torch.testing.assert_close(out.mean(-1), torch.zeros(3, 5, 2, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_static_post_layer_is_post_retrieval():
+    """Static patterns, l2 post: the layer is hopfield_retrieve on l2-normalised patterns."""
+    layer = _static(5, 2.0, "sparsemax", steps=3)
+    layer.post_name, layer.post_fn = hf.post.resolve_post("l2")
+    g = torch.Generator().manual_seed(6)
+    y = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    r = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    ny, nr = torch.nn.functional.normalize(y, dim=-1), torch.nn.functional.normalize(r, dim=-1)
+    ref = hf.hopfield_retrieve(ny, nr, "sparsemax", beta=2.0, n_iter=4, tol=0.0, post="l2")
+    torch.testing.assert_close(layer((y, r, y)), ref)
+
+
+def test_pooling_and_lookup_options():
+    pool = hf.HopfieldPooling(16, quantity=4)
+    assert abs(pool.pooling_weights.std().item() - 0.02) < 0.01  # hopfield-layers' init
+    assert hf.HopfieldPooling(16, quantity=4, init_std=None).pooling_weights.std().item() > 0.15
+    assert not hf.HopfieldPooling(16, trainable=False).pooling_weights.requires_grad
+    static = hf.HopfieldPooling(8, hidden_size=4, num_heads=2, state_pattern_as_static=True,
+                                normalize_state_pattern=False)
+    assert static.pooling_weights.shape == (1, 1, 4)
+    x, proj = torch.randn(2, 5, 8), torch.randn(2, 5, 6)
+    pool = hf.HopfieldPooling(8, pattern_projection_size=6, quantity=2)
+    assert pool((x, proj)).shape == (2, 2 * 8)
+    look = hf.HopfieldLayer(8, quantity=5, trainable=False)
+    assert not look.lookup_weights.requires_grad
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[:, 0] = True
+    out, w = look(torch.randn(2, 3, 8), stored_pattern_padding_mask=pad, return_weights=True)
+    assert out.shape == (2, 3, 8) and (w[..., 0] == 0).all()
+    assert look.get_association_matrix(torch.randn(2, 3, 8), stored_pattern_padding_mask=pad).shape == (2, 1, 3, 5)
+
+
+def test_projection_init_std_reproduces_hopfield_layers_initialisation():
+    layer = hf.Hopfield(input_size=64, num_heads=2, projection_init_std=0.02)
+    for proj in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj):
+        assert abs(proj.weight.std().item() - 0.02) < 0.003 and (proj.bias == 0).all()
+    default = hf.Hopfield(input_size=64, num_heads=2)
+    assert default.q_proj.weight.std().item() > 0.05 and (default.q_proj.bias != 0).any()
+    pool = hf.HopfieldPooling(64, quantity=2, projection_init_std=0.02)  # queries and projections as hflayers
+    assert abs(pool.pooling_weights.std().item() - 0.02) < 0.01 and (pool.hopfield.k_proj.bias == 0).all()
+    with pytest.raises(ValueError, match="projection_init_std"):
+        hf.Hopfield(input_size=8, projection_init_std=0.0)

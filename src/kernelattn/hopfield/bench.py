@@ -12,6 +12,15 @@ Multiple-instance learning: bags of 10–30 digits (by default), positive when o
 digit; an MLP embeds each digit, :class:`HopfieldPooling` pools the bag with one
 learned query, a linear layer classifies. Test accuracy per mapping over seeds.
 
+Structured recall (HFYN's protocol on the same digits): *free recall* walks through M
+stored digits from the first one, recalling one per step (the argmax of the final
+weights), with a decaying inhibition of what was recalled (softmax, 1.5-entmax,
+sparsemax) or with constrained sparsemax; scored by the unique-memory ratio. *Sequential
+recall* retrieves the window {current, next} with sequential 2-subsets and cleans it up
+with each mapping; scored by the Levenshtein coefficient against the stored order.
+*Dense associative memory baselines*: ``tanh(β Xᵀ F(Xq))`` with ``F`` = 5th / 10th
+power or ``exp`` on the masked-digit retrieval above, next to softmax and sparsemax.
+
 Writes ``--out`` (default ``runs/hopfield``): ``hopfield_bench.md`` (tables),
 ``results.json`` and ``hopfield_bench.png``.
 """
@@ -28,16 +37,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import HopfieldPooling
+from .dam import dam_retrieve
+from .pooling import HopfieldPooling
+from .recall import free_recall, levenshtein_coefficient, sequential_recall
 from .mappings import resolve_hopfield_mapping
 from .retrieval import hopfield_retrieve
 
-__all__ = ["add_arguments", "run", "retrieval_benchmark", "mil_benchmark", "load_digits_tensor"]
+__all__ = ["add_arguments", "run", "retrieval_benchmark", "mil_benchmark", "recall_benchmark", "dam_benchmark",
+           "load_digits_tensor"]
 
 DEFAULT_MAPPINGS = ["softmax", "entmax15", "sparsemax", "normmax:2", "normmax:5"]
 DEFAULT_MEMORIES = [10, 25, 50, 100, 200, 400, 800]
 DEFAULT_MIL_MAPPINGS = ["softmax", "entmax15", "sparsemax", "normmax:2", "ksubsets:2", "entmax15+learn"]
 SUPPORT_BUCKETS = ("1", "2", "3-5", "6+")
+FREE_RECALL_METHODS = ["softmax", "entmax15", "sparsemax", "constrained sparsemax"]
+SEQ_RECALL_MAPPINGS = ["softmax", "entmax15", "sparsemax"]
+# exp:0.05 is HFYN's λ for 784+ pixels; exp:0.5 rescales it to the ~10× smaller scores of
+# 64-pixel digits (the recall β grid does the same with 0.1 and 1).
+DEFAULT_DAM = ["poly:5", "poly:10", "exp:0.05", "exp:0.5"]
+DAM_COMPARE = ["softmax", "sparsemax"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bag sizes are drawn uniformly from MIN..MAX")
     parser.add_argument("--mil-epochs", type=int, default=30)
     parser.add_argument("--mil-target", type=int, default=9, help="the digit that makes a bag positive")
+    parser.add_argument("--no-recall", action="store_true", help="skip free/sequential recall and the DAM baselines")
+    parser.add_argument("--recall-memories", nargs="+", type=int, default=[8, 16, 32, 64],
+                        help="numbers M of stored digits in the recall tasks")
+    parser.add_argument("--recall-betas", nargs="+", type=float, default=[0.1, 1.0],
+                        help="β of the inhibited / structured recall steps (HFYN: 0.1 on 784+ pixels)")
+    parser.add_argument("--recall-seeds", type=int, default=3)
+    parser.add_argument("--recall-n-iter", type=int, default=20, help="clean-up updates per recall step")
+    parser.add_argument("--dam", nargs="+", default=DEFAULT_DAM,
+                        help="DAM separation functions (poly:<n>, exp:<λ>; exp uses --dam-inner-beta)")
+    parser.add_argument("--dam-beta", type=float, default=0.1, help="gain of the DAM tanh (HFYN: 0.1)")
+    parser.add_argument("--dam-inner-beta", type=float, default=0.05, help="λ of a plain 'exp' DAM (HFYN: 0.05)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the work is many small ops, which extra "
                              "threads slow down on a busy machine)")
@@ -200,6 +229,58 @@ def mil_benchmark(mappings, seeds=3, n_bags=300, epochs=30, target=9, sizes=(5, 
     return rows
 
 
+# ------------------------------------------------------------------------- recall + DAM
+
+
+def _subset(x: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    """The M digits of a seed (the retrieval benchmark draws the same ones)."""
+    g = torch.Generator().manual_seed(1000 * seed + m)
+    return x[torch.randperm(x.shape[0], generator=g)[:m]]
+
+
+def recall_benchmark(memories, betas, seeds, n_iter=20, progress=True) -> tuple[list[dict], list[dict]]:
+    """Free recall (unique-memory ratio) and sequential recall (Levenshtein coefficient) rows."""
+    from tqdm import tqdm
+
+    x, _ = load_digits_tensor()
+    x = x.double()  # the inhibition scale γ = 1e9 needs the mantissa
+    free_rows, seq_rows = [], []
+    jobs = [(b, m, s) for b in betas for m in memories for s in range(seeds)]
+    for beta, m, seed in tqdm(jobs, desc="recall", disable=not progress):
+        mem = _subset(x, m, seed)
+        for name in FREE_RECALL_METHODS:
+            if name == "constrained sparsemax":
+                order = free_recall(mem, method="constrained", beta=beta, n_iter=n_iter)
+            else:
+                order = free_recall(mem, name, beta=beta, n_iter=n_iter)
+            free_rows.append({"beta": beta, "M": m, "seed": seed, "method": name, "unique": len(set(order)) / m})
+        for name in SEQ_RECALL_MAPPINGS:
+            order = sequential_recall(mem, name, beta=beta, n_iter=n_iter)
+            seq_rows.append({"beta": beta, "M": m, "seed": seed, "method": name,
+                             "levenshtein": levenshtein_coefficient(order, list(range(1, m)))})
+    return free_rows, seq_rows
+
+
+def dam_benchmark(kinds, memories, seeds, beta=0.1, inner_beta=0.05, mask_frac=0.5, compare=DAM_COMPARE,
+                  compare_beta=1.0, n_iter=20, progress=True) -> list[dict]:
+    """Masked-digit success rate of the DAM baselines (5 updates, as HFYN) and of HFY mappings."""
+    from tqdm import tqdm
+
+    x, _ = load_digits_tensor()
+    rows = []
+    for m, seed in tqdm([(m, s) for m in memories for s in range(seeds)], desc="dam", disable=not progress):
+        mem = _subset(x, m, seed)
+        queries = _mask_bottom(mem, mask_frac)
+        states = {f"DAM {k}": dam_retrieve(mem, queries, k, beta=beta, inner_beta=inner_beta, n_iter=5) for k in kinds}
+        for name in compare:
+            states[f"{name} (β = {compare_beta:g})"] = hopfield_retrieve(mem, queries, name, beta=compare_beta,
+                                                                        n_iter=n_iter, tol=1e-6)
+        for name, st in states.items():
+            cos = F.cosine_similarity(st, mem, dim=-1)
+            rows.append({"M": m, "seed": seed, "method": name, "success": float((cos > 0.9).float().mean())})
+    return rows
+
+
 # ------------------------------------------------------------------------------- reporting
 
 
@@ -248,6 +329,53 @@ def _mil_table(rows, mappings, seeds, n_bags, epochs, target, sizes) -> str:
         alphas = [r["alpha"] for r in sel if r["alpha"] is not None]
         a = f"{sum(alphas) / len(alphas):.2f}" if alphas else "—"
         out.append(f"| {name} | {m:.1f} ± {s:.1f} | {sup:.1f} | {a} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _recall_tables(free_rows, seq_rows, memories, betas, seeds, n_iter) -> str:
+    out = []
+    for beta in betas:
+        out.append(f"**Free recall, β = {beta:g}** — unique-memory ratio % (distinct digits recalled in M steps "
+                   f"/ M), "
+                   f"mean ± std over {seeds} seeds, {n_iter} clean-up updates per step\n")
+        out.append("| method | " + " | ".join(f"M={m}" for m in memories) + " |")
+        out.append("|---|" + "---|" * len(memories))
+        for name in FREE_RECALL_METHODS:
+            cells = []
+            for m in memories:
+                mu, sd = _mean_std([100 * r["unique"] for r in free_rows
+                                    if r["beta"] == beta and r["M"] == m and r["method"] == name])
+                cells.append(f"{mu:.0f} ± {sd:.0f}")
+            label = name if name == "constrained sparsemax" else f"{name} + inhibition"
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    for beta in betas:
+        out.append(f"**Sequential recall, β = {beta:g}** — Levenshtein coefficient % of the recalled order against "
+                   f"the stored one (100 = exact), mean ± std over {seeds} seeds\n")
+        out.append("| method | " + " | ".join(f"M={m}" for m in memories) + " |")
+        out.append("|---|" + "---|" * len(memories))
+        for name in SEQ_RECALL_MAPPINGS:
+            cells = []
+            for m in memories:
+                mu, sd = _mean_std([100 * r["levenshtein"] for r in seq_rows
+                                    if r["beta"] == beta and r["M"] == m and r["method"] == name])
+                cells.append(f"{mu:.0f} ± {sd:.0f}")
+            out.append(f"| seq. 2-subsets + {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _dam_table(rows, memories, seeds, beta, mask_frac) -> str:
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    out = [f"**Dense associative memory baselines** — masked-digit retrieval success % (cosine > 0.9), bottom "
+           f"{mask_frac:.0%} masked, mean over {seeds} seeds; DAM: `tanh({beta:g} · Xᵀ F(Xq))`, 5 updates, "
+           f"`poly:n` F(s) = sⁿ, `exp:λ` F(s) = exp(λs)\n",
+           "| method | " + " | ".join(f"M={m}" for m in memories) + " |", "|---|" + "---|" * len(memories)]
+    for name in names:
+        cells = [f"{100 * _mean_std([r['success'] for r in rows if r['M'] == m and r['method'] == name])[0]:.0f}"
+                 for m in memories]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")
     return "\n".join(out)
 
@@ -309,6 +437,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--mil-bag-size needs 1 <= MIN <= MAX and --mil-target a digit 0..9")
         if args.threads < 1:
             raise ValueError("--threads must be >= 1")
+        if any(m < 2 or m > 1797 for m in args.recall_memories) or args.recall_seeds < 1 or args.recall_n_iter < 1:
+            raise ValueError("--recall-memories must be between 2 and 1797, --recall-seeds and --recall-n-iter >= 1")
+        if any(b <= 0 for b in args.recall_betas) or args.dam_beta <= 0:
+            raise ValueError("--recall-betas and --dam-beta must be > 0")
+        for kind in args.dam:
+            dam_retrieve(torch.zeros(1, 1), torch.zeros(1, 1), kind)  # raises on an unknown kind
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -336,6 +470,15 @@ def _run(args: argparse.Namespace) -> int:
         text += "\n" + _mil_table(mil, args.mil_mappings, args.mil_seeds, args.mil_bags, args.mil_epochs,
                                   args.mil_target, sizes)
         result["mil"] = mil
+    if not args.no_recall:
+        rmem = sorted(set(args.recall_memories))
+        free_rows, seq_rows = recall_benchmark(rmem, args.recall_betas, args.recall_seeds, args.recall_n_iter)
+        dam = dam_benchmark(args.dam, memories, args.seeds, args.dam_beta, args.dam_inner_beta, args.mask_frac,
+                            n_iter=args.n_iter)
+        text += "\n" + _recall_tables(free_rows, seq_rows, rmem, args.recall_betas, args.recall_seeds,
+                                      args.recall_n_iter)
+        text += "\n" + _dam_table(dam, memories, args.seeds, args.dam_beta, args.mask_frac)
+        result.update(free_recall=free_rows, sequential_recall=seq_rows, dam=dam)
     result["seconds"] = round(time.time() - t0, 1)
     _plot(rows, mappings, memories, args.betas, out / "hopfield_bench.png")
     (out / "hopfield_bench.md").write_text(text)

@@ -15,16 +15,30 @@ Bases: ``rectangular`` (``ψ_n = 1`` on ``[n/N, (n+1)/N)``) and ``gaussian``
 With rectangular bases ``x̄`` is constant on each of the N equal-width bins, so the
 integral is exactly a softmax over the N rows of ``B`` — the ridge-pooled bins
 ``b_n = Σ_{t_ℓ ∈ bin n} x_ℓ / (count_n + λ)``. That closed form is what
-:meth:`ContinuousMemory.retrieve` uses for them; Gaussian bases use the midpoint rule
-on ``n_points`` nodes (which is softmax attention over ``x̄`` at the nodes).
+:meth:`ContinuousMemory.retrieve` uses for them. Otherwise the integrals use composite
+Gauss–Legendre quadrature with the same number of nodes in each of the N bins: exact
+for rectangular bases whatever the node count (their jumps fall on bin edges, where a
+plain midpoint rule on a grid that does not split the bins evenly is off by O(N/K)),
+and exponentially convergent for the smooth Gaussian bases. With nodes ``t_j`` and
+weights ``w_j`` (``Σ w_j = 1``) the update is softmax attention with log-weights,
+``q ← Σ_j softmax_j(β x̄(t_j)ᵀq + log w_j) x̄(t_j)``.
+
+The update is the concave–convex step of the energy (:meth:`ContinuousMemory.energy`)
+
+    E(q) = −(1/β) log ∫₀¹ exp(β x̄(t)ᵀq) dt + ½||q||² + ½M²,   M = max_t ||x̄(t)||,
+
+so it never increases it and ``E >= 0``. For rectangular bases it equals
+:func:`hopfield_energy` of the pooled rows ``B`` with softmax.
+
+The default ridge ``λ = 0.5`` is the value of the continuous Hopfield papers' code.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
-
-from .retrieval import hopfield_retrieve
 
 __all__ = ["ContinuousMemory", "continuous_hopfield_retrieve", "BASES"]
 
@@ -43,7 +57,7 @@ class ContinuousMemory:
         times: ``(L,)`` sample times in ``[0, 1]`` (default midpoints ``(ℓ + ½)/L``).
     """
 
-    def __init__(self, memories: Tensor, n_basis: int, basis: str = "rectangular", ridge: float = 1e-3,
+    def __init__(self, memories: Tensor, n_basis: int, basis: str = "rectangular", ridge: float = 0.5,
                  width: float | None = None, times: Tensor | None = None):
         if not isinstance(memories, Tensor) or memories.dim() < 2 or not memories.is_floating_point():
             raise ValueError(f"memories must be a floating-point tensor (..., L, d), got "
@@ -84,9 +98,41 @@ class ContinuousMemory:
         """The continuous memory ``x̄(t) = Bᵀψ(t)`` at times ``t`` (T,) → ``(..., T, d)``."""
         return self.psi(t) @ self.coefficients
 
-    def nodes(self, n_points: int) -> Tensor:
-        """Midpoint-rule nodes ``(k + ½)/K`` on ``[0, 1]``."""
-        return (torch.arange(n_points, dtype=self.coefficients.dtype, device=self.coefficients.device) + 0.5) / n_points
+    def nodes(self, n_points: int) -> tuple[Tensor, Tensor]:
+        """Composite Gauss–Legendre nodes and weights on [0, 1]: ``ceil(n_points / N)`` per bin.
+
+        Returns ``(t (K,), w (K,))`` with ``Σ w = 1``.
+        """
+        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+            raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+        dt, dev = self.coefficients.dtype, self.coefficients.device
+        m = -(-n_points // self.n_basis)
+        # Golub–Welsch: Legendre nodes are the eigenvalues of the Jacobi matrix on [-1, 1].
+        k = torch.arange(1, m, dtype=torch.float64)
+        off = k / torch.sqrt(4 * k * k - 1)
+        jac = torch.diag(off, 1) + torch.diag(off, -1)
+        x, vec = torch.linalg.eigh(jac)
+        w = vec[0] ** 2  # weights on [-1, 1] sum to 2; here to 1 per bin
+        left = torch.arange(self.n_basis, dtype=torch.float64) / self.n_basis
+        t = (left[:, None] + (x[None, :] + 1) / (2 * self.n_basis)).reshape(-1)
+        weights = (w[None, :] / self.n_basis).expand(self.n_basis, m).reshape(-1)
+        return t.to(dt).to(dev), weights.to(dt).to(dev)
+
+    def _keys(self, n_points: int | None, method: str) -> tuple[Tensor, Tensor]:
+        """``(keys (..., K, d), log_weights (K,))`` of the integral rule."""
+        if method not in ("auto", "exact", "quadrature"):
+            raise ValueError(f"method must be 'auto', 'exact' or 'quadrature', got {method!r}")
+        if method == "exact" and self.basis != "rectangular":
+            raise ValueError("method='exact' needs rectangular bases (Gaussian ones need quadrature)")
+        if method == "auto":
+            method = "exact" if self.basis == "rectangular" else "quadrature"
+        if method == "exact":
+            # Equal-width bins: ∫ f(x̄(t)) dt = (1/N) Σ_n f(b_n).
+            keys = self.coefficients
+            logw = torch.full((self.n_basis,), -math.log(self.n_basis), dtype=keys.dtype, device=keys.device)
+            return keys, logw
+        t, w = self.nodes(n_points or max(500, 10 * self.n_basis))
+        return self.signal(t), w.log()
 
     def retrieve(self, queries: Tensor, beta: float = 1.0, n_iter: int = 1, tol: float = 1e-6,
                  n_points: int | None = None, method: str = "auto") -> Tensor:
@@ -96,31 +142,48 @@ class ContinuousMemory:
             queries: ``(Q, d)`` (or ``(..., Q, d)``).
             beta: inverse temperature.
             n_iter: number of updates (the papers use few; 1 = one attention step).
-            tol: stop early once states move less than this.
-            n_points: quadrature nodes (default ``max(500, 10·N)``).
+            tol: stop early once no state moves more than ``tol · max(1, max|x̄|)``.
+            n_points: quadrature nodes (default ``max(500, 10·N)``, rounded up to a
+                multiple of N).
             method: ``"auto"`` (closed form for rectangular bases, quadrature otherwise),
                 ``"exact"`` (rectangular only) or ``"quadrature"``.
 
         Returns:
             ``(..., Q, d)`` retrieved states.
         """
-        if method not in ("auto", "exact", "quadrature"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'quadrature', got {method!r}")
-        if method == "exact" and self.basis != "rectangular":
-            raise ValueError("method='exact' needs rectangular bases (Gaussian ones need quadrature)")
-        if method == "auto":
-            method = "exact" if self.basis == "rectangular" else "quadrature"
-        if method == "exact":
-            # Equal-width bins: ∫ p(t) x̄(t) dt = softmax over the N pooled rows.
-            keys = self.coefficients
-        else:
-            n_points = n_points or max(500, 10 * self.n_basis)
-            keys = self.signal(self.nodes(n_points))  # midpoint rule: equal weights cancel
-        return hopfield_retrieve(keys, queries, "softmax", beta=beta, n_iter=n_iter, tol=tol)
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+            raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        keys, logw = self._keys(n_points, method)
+        scale = max(1.0, float(keys.detach().abs().amax()))
+        q = queries
+        for _ in range(n_iter):
+            p = torch.softmax(beta * (q @ keys.transpose(-1, -2)) + logw, dim=-1)  # (..., Q, K)
+            q_new = p @ keys
+            moved = float((q_new - q).detach().abs().amax()) if q.numel() else 0.0
+            q = q_new
+            if moved <= tol * scale:
+                break
+        return q
+
+    def energy(self, queries: Tensor, beta: float = 1.0, n_points: int | None = None,
+               method: str = "auto") -> Tensor:
+        """``E(q) = −(1/β) log ∫ exp(β x̄(t)ᵀq) dt + ½||q||² + ½M²`` per query, ``(..., Q)``.
+
+        Integrals and ``M = max ||x̄||`` use the same rule as :meth:`retrieve` (exact for
+        rectangular bases), so each of its updates never increases this energy.
+        """
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        keys, logw = self._keys(n_points, method)
+        lse = torch.logsumexp(beta * (queries @ keys.transpose(-1, -2)) + logw, dim=-1)
+        big_m = keys.norm(dim=-1).amax(-1, keepdim=True)  # (..., 1)
+        return -lse / beta + 0.5 * (queries * queries).sum(-1) + 0.5 * big_m ** 2
 
 
 def continuous_hopfield_retrieve(memories: Tensor, queries: Tensor, n_basis: int, basis: str = "rectangular",
-                                 beta: float = 1.0, n_iter: int = 1, tol: float = 1e-6, ridge: float = 1e-3,
+                                 beta: float = 1.0, n_iter: int = 1, tol: float = 1e-6, ridge: float = 0.5,
                                  width: float | None = None, n_points: int | None = None,
                                  method: str = "auto") -> Tensor:
     """Compress ``memories`` (L, d) into ``n_basis`` functions and retrieve ``queries`` (Q, d).
