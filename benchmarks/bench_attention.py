@@ -285,7 +285,7 @@ NOTES = """\
 calls after a warm-up; *memory above inputs* is the peak resident memory the forward +
 backward added (whole process, its own subprocess). *Trained* scores are the first
 context memory of a Memory Mosaics model (1.5-entmax, 2 layers, 4 heads of dim 64,
-trained 300 steps on the built-in stories; `benchmarks/trained_scores.py`), with the
+trained 150 steps of 8 × 256 bytes on the built-in stories; `benchmarks/trained_scores.py`), with the
 model's own scale; the other methods are applied to the same q, k, v.
 *Decoding*: one query per head (16 different ones, median), batch 1, 4 heads, head dim
 64; the cache is random keys, or the trained model's keys for a story text of that

@@ -25,7 +25,7 @@ from kernelattn.models import memory_mosaics as mm_module
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "runs" / "bench" / "mm_entmax15_h4_d64.pt"
 CONFIG = dict(vocab_size=256, n_layer=2, n_head=4, n_embd=256, block_size=256, method="entmax15")
-TRAIN_STEPS, BATCH, LR = 300, 16, 2e-3
+TRAIN_STEPS, BATCH, LR = 150, 8, 3e-3
 
 
 def _tokens(n_bytes: int, seed: int) -> torch.Tensor:

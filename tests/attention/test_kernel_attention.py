@@ -90,7 +90,8 @@ def _close(a, b, tol):
 
 
 ENTMAX_FAMILY = ("sparsemax", "entmax15", "entmax43", "entmax1.25", "entmax2.5")
-CASES = [(name, "blocked") for name in METHODS] + [(name, "sparse") for name in ENTMAX_FAMILY]
+SPARSE_PATH = ENTMAX_FAMILY + ("normalized_relu", "normalized_relu2", "normalized_relu4")  # backend="sparse"
+CASES = [(name, "blocked") for name in METHODS] + [(name, "sparse") for name in SPARSE_PATH]
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -196,7 +197,7 @@ def test_return_support_counts_nonzero_weights(name):
     q, k, v, mask = _build(CONFIGS["mask_and_causal"])
     out, support = kernel_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True, method=method,
                                     return_support=True, **kw)
-    assert last_backend() == ("sparse" if name in ENTMAX_FAMILY else "blocked")
+    assert last_backend() == ("sparse" if name in SPARSE_PATH else "blocked")
     _, p = attention_ref(q, k, v, method, mask=mask, causal_offset=0, return_p=True, **ref_kw)
     assert support.dtype == torch.int64 and support.shape == q.shape[:-1]
     assert torch.equal(support, (p > 0).sum(-1))

@@ -238,3 +238,23 @@ def test_per_row_tensor_alpha_bound_and_entmax_agree():
         tau = _tau64(S2[r], a)
         assert t_lb[r].item() <= tau + 1e-12
         assert (S2[r][p[r] > 0] > t_lb[r]).all()
+
+
+@pytest.mark.parametrize("n,scale,bias", [(1, 2.0, -0.5), (2, 1.0, 0.5), (3, 0.7, -0.2)])
+@pytest.mark.parametrize("forced", [False, True])
+def test_normalized_relu_on_the_sparse_path(n, scale, bias, forced, monkeypatch):
+    """Fixed-bandwidth kernels: the support s > -b/a is known, rows with an empty support give zeros."""
+    if forced:
+        monkeypatch.setattr(_sparse, "STRIP_FRACTION", 2.0)
+        monkeypatch.setattr(_blocked, "DENSE_FRACTION", 2.0)
+    q, k, v = _qkv(B=2, Hq=4, Hkv=2, Lq=70, Lk=70, spread=1.2)
+    mask = _mask("pad", 2, 4, 70, 70)
+    method = f"normalized_relu:{n}"
+    out, support = kernel_attention(q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True, method=method,
+                                    relu_scale=scale, bias=bias, return_support=True, block_size=16)
+    assert last_backend() == "sparse"
+    ref, p = attention_ref(q, k, v, method, mask=mask, causal_offset=0, return_p=True, scale=scale, bias=bias)
+    _close(out, ref)
+    assert torch.equal(support, (p > 0).sum(-1))
+    for a, b in zip(_grads(out, (q, k, v)), _grads(ref, (q, k, v))):
+        _close(a, b, 1e-8)

@@ -350,10 +350,13 @@ class _SparseBlock:
 
 
 class _SparseState:
-    __slots__ = ("rows", "row_ids", "alpha_rows")
+    """The support of the sparse rows: CSR weights, their global rows, per-row α, and for a
+    fixed-bandwidth kernel the Jacobian weights ``g`` (``dS = g ⊙ (dP - dO·o)``)."""
 
-    def __init__(self, rows: SparseRows, row_ids: Tensor, alpha_rows: Tensor | None):
-        self.rows, self.row_ids, self.alpha_rows = rows, row_ids, alpha_rows
+    __slots__ = ("rows", "row_ids", "alpha_rows", "g")
+
+    def __init__(self, rows: SparseRows, row_ids: Tensor, alpha_rows: Tensor | None, g: Tensor | None = None):
+        self.rows, self.row_ids, self.alpha_rows, self.g = rows, row_ids, alpha_rows, g
 
 
 def _solve_sparse_parts(parts: list, tensor_alpha: bool, alpha_f: float | None, geo: Geometry) -> _SparseState:
@@ -383,10 +386,13 @@ def _sparse_backward(sp: _SparseState, q5: Tensor, k3: Tensor, v3: Tensor, dO5: 
     # dP on the support only: the sampled product (dO Vᵀ) ⊙ 1[S]
     pattern = csr(rows.crow, rows.col, torch.zeros_like(rows.p), (Rs, n_cols))
     dP = torch.sparse.sampled_addmm(pattern, dO_s, v_flat.t(), beta=0.0).values()
-    alpha = sp.alpha_rows.view(-1).index_select(0, seg) if tensor_alpha else alpha_f
-    g = entmax_g(rows.p, alpha)
-    sg = rsum(g).clamp_min(torch.finfo(g.dtype).tiny)
-    r = rsum(g * dP) / sg
+    if sp.g is not None:  # fixed bandwidth: dS = g ⊙ (dP - Σ p dP)
+        g = sp.g
+        r = rsum(rows.p * dP)
+    else:  # α-entmax: dS = g ⊙ (dP - Σ g dP / Σ g),  g = p^{2-α}
+        alpha = sp.alpha_rows.view(-1).index_select(0, seg) if tensor_alpha else alpha_f
+        g = entmax_g(rows.p, alpha)
+        r = rsum(g * dP) / rsum(g).clamp_min(torch.finfo(g.dtype).tiny)
     dS = (dP - r.view(-1).index_select(0, seg)).mul_(g)
     if dalpha is not None:
         plogp = torch.xlogy(rows.p, rows.p)
@@ -434,7 +440,8 @@ class _RowStatAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, mapping: Mapping, geo: Geometry, want_support: bool):
+    def forward(ctx, q5: Tensor, k3: Tensor, v3: Tensor, mapping: Mapping, geo: Geometry, want_support: bool,
+                sparse: bool = False):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
         BK = B * geo.Hkv
@@ -444,12 +451,24 @@ class _RowStatAttention(torch.autograd.Function):
         t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
         f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
+        # normalised ReLUⁿ with a > 0 has a fixed support s > -b/a: no search, only the
+        # candidates and the sparse products (:mod:`._sparse`)
+        sparse = sparse and mapping.kind == "normalized_relu" and mapping.scale > 0
+        dense_blocks, parts = [], []
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
             nb = i1 - i0
             GN = geo.G * nb
             S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
+            if sparse:
+                S2 = S.view(-1, kend)
+                t = S2.new_full((S2.shape[0], 1), -mapping.bias / mapping.scale)
+                cand = extract_candidates(S2, strip_maxima(S2), t, max_fraction=DENSE_FRACTION)
+                if cand is not None:
+                    parts.append(_SparseBlock(cand, t, t, None, geo, i0, nb))
+                    continue
+            dense_blocks.append((i0, i1, kend))
             m, t = _row_stats(S, mapping)
             _rebuild(S, mapping, m, t)  # in place: unnormalised weights
             f = S.sum(-1, keepdim=True)
@@ -461,7 +480,14 @@ class _RowStatAttention(torch.autograd.Function):
             m_all[:, :, i0:i1] = m.view(B, Hq, nb)
             t_all[:, :, i0:i1] = t.view(B, Hq, nb)
             f_all[:, :, i0:i1] = f.view(B, Hq, nb)
-        ctx.geo, ctx.mapping = geo, mapping
+        sp = None
+        if parts:
+            sp = _fixed_kernel_rows(parts, mapping)
+            A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (sp.row_ids.shape[0], BK * geo.Lk))
+            out.view(-1, geo.Dv).index_copy_(0, sp.row_ids, A @ v3.reshape(-1, geo.Dv))
+            if want_support:
+                support.view(-1).index_copy_(0, sp.row_ids, sp.rows.crow.diff())
+        ctx.geo, ctx.mapping, ctx.dense_blocks, ctx.sp = geo, mapping, dense_blocks, sp
         ctx.save_for_backward(q5, k3, v3, out, m_all, t_all, f_all)
         if support is not None:
             ctx.mark_non_differentiable(support)
@@ -479,10 +505,8 @@ class _RowStatAttention(torch.autograd.Function):
         dO5 = grad_out.to(q5.dtype).contiguous()
         do_o = (dO5 * out).sum(-1, keepdim=True)  # Σ_j p_j dP_j = dO · o, per row
         dq5, dk3, dv3 = torch.zeros_like(q5), torch.zeros_like(k3), torch.zeros_like(v3)
-        ws = _Workspace(geo.buffer_elements(), 3, q5.dtype, q5.device)
-        for i0, i1, kend in geo.blocks:
-            if kend == 0:
-                continue
+        ws = _Workspace(geo.buffer_elements() if ctx.dense_blocks else 0, 3, q5.dtype, q5.device)
+        for i0, i1, kend in ctx.dense_blocks:
             nb = i1 - i0
             GN = G * nb
             S, qb = _scores(geo, ws, q5, k3, i0, i1, kend)
@@ -509,7 +533,33 @@ class _RowStatAttention(torch.autograd.Function):
                 dS.sub_(is_max * share)
             dq5[:, :, :, i0:i1] = torch.bmm(dS, kb).view(B, Hkv, G, nb, geo.D)
             dk3[:, :kend].baddbmm_(dS.transpose(1, 2), qb)
-        return dq5, dk3, dv3, None, None, None
+        if ctx.sp is not None:
+            _sparse_backward(ctx.sp, q5, k3, v3, dO5, dq5, dk3, dv3, False, None, None)
+        return dq5, dk3, dv3, None, None, None, None
+
+
+def _fixed_kernel_rows(parts: list, mapping: Mapping) -> _SparseState:
+    """Normalised ReLUⁿ on the candidates: ``w = (a s + b)^n``, ``p = w / Σw``, and the
+    Jacobian weights ``g = a n (a s + b)^{n-1} / Σw``."""
+    cat = torch.cat
+    values, col, lengths = cat([p.values for p in parts]), cat([p.col for p in parts]), cat([p.lengths for p in parts])
+    R, N = lengths.shape[0], values.shape[0]
+    row_of = torch.repeat_interleave(torch.arange(R, device=values.device), lengths, output_size=N)
+    n, a = int(mapping.n), float(mapping.scale)
+    u = values.mul(a).add_(mapping.bias).clamp_(min=0)
+    w = u if n == 1 else u.pow(n)
+    keep = (w > 0).nonzero().squeeze(1)  # (a s + b)^n can underflow to 0 for large n
+    kept_rows = row_of.index_select(0, keep)
+    counts = torch.bincount(kept_rows, minlength=R)
+    crow = torch.zeros(R + 1, dtype=torch.int64, device=values.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    f = segment_sum(lengths)(w).view(-1)
+    f = torch.where(f > 0, f, torch.ones_like(f))
+    inv_f = (1.0 / f).index_select(0, kept_rows)
+    w, u = w.index_select(0, keep), u.index_select(0, keep)
+    g = (torch.ones_like(u) if n == 1 else u.pow(n - 1)).mul_(inv_f * (a * n))
+    rows = SparseRows(crow, col.index_select(0, keep), w.mul_(inv_f), f.view(-1, 1), f.view(-1, 1), 0)
+    return _SparseState(rows, cat([p.row_ids for p in parts]), None, g)
 
 
 def _row_stats(S: Tensor, mapping: Mapping) -> tuple[Tensor, Tensor]:
@@ -644,5 +694,5 @@ def blocked_attention(q5: Tensor, k3: Tensor, v3: Tensor, geo: Geometry, mapping
         return _EntmaxAttention.apply(q5, k3, v3, None, float(mapping.alpha), geo, want_support, sparse)
     if mapping.kind in ("relumax", "topk_softmax", "topk_uniform") or (
             mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor)):
-        return _RowStatAttention.apply(q5, k3, v3, mapping, geo, want_support)
+        return _RowStatAttention.apply(q5, k3, v3, mapping, geo, want_support, sparse)
     return _MappingAttention.apply(q5, k3, v3, mapping, geo, want_support)

@@ -6,10 +6,10 @@ Four backends:
 * ``"adasplash"`` — the ``adasplash`` package's Triton α-entmax flash attention; CUDA
   only, when installed, and only for calls it supports (float α in (1, 2], no explicit
   mask, equal query/key lengths, no grouped-query heads, head dim 16/32/64/128).
-* ``"sparse"`` — our support-restricted α-entmax path (:mod:`._sparse`): threshold
-  search, products and backward on the support only, block by block where the support
-  is small, falling back to the dense blocked path per block where it is not; any
-  α-entmax call (float α or tensor α), any device.
+* ``"sparse"`` — our support-restricted path (:mod:`._sparse`) for α-entmax (float or
+  tensor α) and normalised ReLUⁿ: threshold search, products and backward on the
+  support only, block by block where the support is small, falling back to the dense
+  blocked path per block where it is not; any device.
 * ``"blocked"`` — our dense exact path (:mod:`._blocked`), any mapping, any device; the
   reference the sparse path is tested against.
 
@@ -73,7 +73,7 @@ def _adasplash_refusal(query: Tensor, key: Tensor, value: Tensor, *, alpha, attn
 
 def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: bool, alpha=None,
                    attn_mask: Tensor | None = None, causal_offset: int | None = None,
-                   return_support: bool = False, backend: str = "auto") -> str:
+                   return_support: bool = False, backend: str = "auto", fixed_support: bool = False) -> str:
     """Choose the backend for a call (and record it for :func:`last_backend`).
 
     Args:
@@ -84,6 +84,8 @@ def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: boo
         causal_offset: ``None`` (no causal mask) or the diagonal offset.
         return_support: support sizes requested.
         backend: ``"auto"`` or a backend name to force.
+        fixed_support: the mapping's support is a known score threshold (normalised ReLUⁿ
+            with a positive slope), which the sparse path also serves.
 
     Raises:
         ValueError: unknown backend, or a forced backend that cannot run the call.
@@ -103,9 +105,9 @@ def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: boo
             raise ValueError(f"backend='adasplash' cannot run this call: {why}")
         return _record("adasplash", "forced")
     if backend == "sparse":
-        if alpha is None or is_softmax:
-            raise ValueError("backend='sparse' runs α-entmax (α > 1) only; use backend='blocked' (or 'auto') "
-                             "for this mapping")
+        if (alpha is None or is_softmax) and not fixed_support:
+            raise ValueError("backend='sparse' runs α-entmax (α > 1) and normalised ReLU only; use "
+                             "backend='blocked' (or 'auto') for this mapping")
         return _record("sparse", "forced")
     if backend == "blocked":
         return _record("blocked", "forced")
@@ -117,4 +119,6 @@ def select_backend(query: Tensor, key: Tensor, value: Tensor, *, is_softmax: boo
         if why is None:
             return _record("adasplash", "CUDA α-entmax supported by adasplash")
         return _record("sparse", why)
+    if fixed_support:
+        return _record("sparse", "normalised ReLU: fixed support threshold")
     return _record("blocked", "exact blocked kernel attention")

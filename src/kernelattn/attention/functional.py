@@ -243,8 +243,11 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
     if dropout_p and not is_softmax:
         raise ValueError("dropout_p > 0 is supported for softmax (through SDPA) only")
     entmax_alpha = alpha_t if alpha_t is not None else (mapping.alpha if mapping.kind == "entmax" else None)
+    fixed_support = (mapping.kind == "normalized_relu" and not isinstance(mapping.bias, Tensor)
+                     and not isinstance(mapping.scale, Tensor) and mapping.scale > 0)
     name = select_backend(query, key, value, is_softmax=is_softmax, alpha=entmax_alpha, attn_mask=attn_mask,
-                          causal_offset=causal_offset, return_support=return_support, backend=backend)
+                          causal_offset=causal_offset, return_support=return_support, backend=backend,
+                          fixed_support=fixed_support)
     if dropout_p and name != "sdpa":
         raise ValueError("dropout_p > 0 needs the sdpa backend")
     if name == "sdpa":
