@@ -42,3 +42,17 @@ def test_reproduce_help_states_the_presets_real_default_tasks(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name, preset in PRESETS.items():
         assert f"{name}: {','.join(preset.default_tasks)}" in text
+
+
+def test_train_overrides_may_follow_options(tmp_path):
+    from kernelattn.training import load_checkpoint
+
+    run = tmp_path / "r"
+    argv = ["train", "model.n_layer=1", "model.n_embd=16", "--stop-at", "1", "data.n_stories=40", "data.seq_len=32",
+            "model.block_size=32", "optim.batch_size=2", "optim.max_steps=3", "run.progress=false",
+            "run.eval_batches=1", f"run.out_dir={run}"]
+    assert main(argv) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"]["n_stories"] == 40 and saved["optim"]["max_steps"] == 3
+    assert load_checkpoint(run / "ckpt.pt")["step"] == 1
+    assert main(["train", "--resume", str(run), "--bogus"]) == 2

@@ -156,7 +156,8 @@ def _preset_tasks_help() -> str:
     return "; ".join(f"{name}: {','.join(p.default_tasks)}" for name, p in PRESETS.items())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``kernelattn`` parser; given ``argv``, subcommands it does not name skip their heavy imports."""
     parser = _Parser(prog="kernelattn", description="Sparse attention as compact kernel regression.",
                      epilog=LISTS_NOTE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the paper's comparison of kernels: tasks x methods x seeds, resumable; "
                                          "results.json, results.md and PNG plots",
                        epilog=LISTS_NOTE)
-    p.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes) or paper (GPU sizes)")
+    p.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; the default), paper (the paper's "
+                                                     "sizes, for a GPU) or smoke (every task in about a minute, "
+                                                     "numbers meaningless: checks a set-up)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help="from copy,reverse,sort,mqmtar,icll,lm (default: the preset's list — "
                         f"{_preset_tasks_help()})")
@@ -217,17 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hopfield-bench", help="masked-digit retrieval per Hopfield mapping and memory size, "
                                               "metastable-state counts, and a HopfieldPooling MIL example: "
                                               "tables + PNG", epilog=LISTS_NOTE)
-    from .hopfield.bench import add_arguments
+    if argv is None or "hopfield-bench" in argv:  # its options come from the benchmark module (imports torch)
+        from .hopfield.bench import add_arguments
 
-    add_arguments(p)
+        add_arguments(p)
     p.set_defaults(func=_hopfield_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # overrides after an option (`train --stop-at 2 optim.lr=1e-3`) are still overrides
+            if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+                args.overrides = [*args.overrides, *extra]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help (0) or a bad argument (2, one line already printed)
         return int(e.code or 0)
     if not getattr(args, "func", None):
