@@ -31,7 +31,7 @@ test: $(STAMP)
 # the benchmarks print their tables; `make bench-docs` also rewrites the committed docs/ tables
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mappings.py
-	$(BIN)/python benchmarks/bench_attention.py --no-write
+	$(BIN)/python benchmarks/bench_attention.py
 	$(BIN)/python benchmarks/bench_training.py
 
 bench-docs: $(STAMP)

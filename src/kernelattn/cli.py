@@ -80,6 +80,7 @@ def _checkpoint_step(path: Path) -> int | None:
 
 def _train(args) -> int:
     from .training import Trainer, load_config, resume_config
+    from .training.engine import holds_run, refuse_overwrite
 
     is_main = int(os.environ.get("RANK", "0")) == 0
     say = print if is_main else (lambda *a, **k: None)
@@ -105,6 +106,8 @@ def _train(args) -> int:
         if args.force:
             raise ValueError("--force only applies with --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
+        if holds_run(cfg.run.out_dir) and not args.overwrite:  # before building data and model
+            raise refuse_overwrite(cfg.run.out_dir)
     result = Trainer(cfg).train(resume=bool(args.resume), stop_at=args.stop_at, overwrite=args.overwrite,
                                 force=args.force)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}

@@ -29,7 +29,19 @@ from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, init_distributed
 from .optim import cosine_lr, make_optimizer
 
-__all__ = ["Trainer", "build_source", "resolve_device"]
+__all__ = ["Trainer", "build_source", "resolve_device", "holds_run", "refuse_overwrite"]
+
+
+def holds_run(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` already holds a training run (a saved config or a checkpoint)."""
+    out_dir = Path(out_dir)
+    return (out_dir / "config.json").exists() or (out_dir / "ckpt.pt").exists()
+
+
+def refuse_overwrite(out_dir: str | Path) -> ConfigError:
+    """The error for starting a run where one already is."""
+    return ConfigError(f"run.out_dir={str(out_dir)!r} already holds a run; continue it with `kernelattn train "
+                       f"--resume {out_dir}`, or start afresh with --overwrite or another run.out_dir")
 
 
 def build_source(cfg: TrainConfig) -> BatchSource:
@@ -236,10 +248,6 @@ class Trainer:
         return out
 
     # -- the loop ----------------------------------------------------------------------
-    def holds_run(self) -> bool:
-        """Whether ``run.out_dir`` already holds a run (a saved config or a checkpoint)."""
-        return (self.out_dir / "config.json").exists() or self.ckpt_path.exists()
-
     def train(self, resume: bool = False, stop_at: int | None = None, overwrite: bool = False,
               force: bool = False) -> dict:
         """Run to ``optim.max_steps`` (or ``stop_at``, leaving a checkpoint, as a crash would).
@@ -255,13 +263,11 @@ class Trainer:
             The last logged metrics (``train_loss``, ``val_loss``, task metrics, ``step``).
         """
         cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
-        exists = self.holds_run()
+        exists = holds_run(self.out_dir)
         if self.dist.enabled:
             dist.barrier()  # every process has looked before rank 0 writes config.json
         if not resume and exists and not overwrite:
-            raise ConfigError(f"run.out_dir={str(self.out_dir)!r} already holds a run; continue it with "
-                              f"`kernelattn train --resume {self.out_dir}`, or start afresh with --overwrite "
-                              f"or another run.out_dir")
+            raise refuse_overwrite(self.out_dir)
         if resume:
             if self.ckpt_path.exists():
                 self.load(force=force)
