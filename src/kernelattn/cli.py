@@ -108,13 +108,22 @@ def _train(args) -> int:
         cfg = load_config(args.config, args.overrides)
         if holds_run(cfg.run.out_dir) and not args.overwrite:  # before building data and model
             raise refuse_overwrite(cfg.run.out_dir)
-    result = Trainer(cfg).train(resume=bool(args.resume), stop_at=args.stop_at, overwrite=args.overwrite,
-                                force=args.force)
+    out = cfg.run.out_dir
+    try:
+        result = Trainer(cfg).train(resume=bool(args.resume), stop_at=args.stop_at, overwrite=args.overwrite,
+                                    force=args.force)
+    except KeyboardInterrupt:
+        say(f"interrupted; `kernelattn train --resume {out}` continues from its last checkpoint "
+            f"(every run.ckpt_interval={cfg.run.ckpt_interval} steps)", file=sys.stderr)
+        raise
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
     at = result.get("step", step)
-    done = "finished" if at == cfg.optim.max_steps else f"stopped (--stop-at) at step {at} of {cfg.optim.max_steps}"
-    say(f"{done}: {shown}; checkpoint and metrics in {cfg.run.out_dir} "
-        f"({'train on with `kernelattn train --resume ' + cfg.run.out_dir + ' optim.max_steps=N`' if at == cfg.optim.max_steps else 'continue with `kernelattn train --resume ' + cfg.run.out_dir + '`'})")
+    if at == cfg.optim.max_steps:
+        say(f"finished: {shown}; checkpoint and metrics in {out} (train on with `kernelattn train --resume {out} "
+            f"optim.max_steps=N`)")
+    else:
+        say(f"stopped (--stop-at) at step {at} of {cfg.optim.max_steps}: {shown}; checkpoint and metrics in {out} "
+            f"(continue with `kernelattn train --resume {out}`)")
     return 0
 
 

@@ -80,3 +80,15 @@ def test_cli_rejects_bad_arguments(capsys, tmp_path):
     assert "bogus" in capsys.readouterr().err
     assert main(["reproduce", "--preset", "huge", "--out", str(tmp_path)]) == 2
     assert main(["reproduce", "--seeds", "a,b", "--out", str(tmp_path)]) == 2
+
+
+def test_a_sweep_run_folder_resumes_with_train_resume(tmp_path):
+    """A run's saved config names its task, so `kernelattn train --resume` rebuilds the same data."""
+    from kernelattn.experiments.reproduce import RunSpec, execute_run
+    spec = RunSpec("copy", "sparsemax", 0)
+    execute_run(spec, TINY, str(tmp_path / "full"))
+    assert execute_run(spec, TINY, str(tmp_path / "cut"), stop_at=3) is None
+    assert main(["train", "--resume", str(spec.folder(tmp_path / "cut"))]) == 0
+    log = lambda out: (spec.folder(out) / "metrics.jsonl").read_text()  # noqa: E731
+    losses = lambda out: [(r["step"], r["train_loss"]) for r in map(json.loads, log(out).splitlines())]  # noqa: E731
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")

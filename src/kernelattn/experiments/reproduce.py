@@ -55,14 +55,18 @@ def plan_runs(preset: Preset, tasks, methods, seeds, archs) -> list[RunSpec]:
     return runs
 
 
+def _task_options(spec: RunSpec, preset: Preset) -> dict:
+    opts = dict(preset.tasks[spec.task].options)
+    if spec.train_size is not None:
+        opts["train_size"] = spec.train_size
+    return opts
+
+
 def _build_task(spec: RunSpec, preset: Preset):
     from ..tasks import build_task
 
-    plan = preset.tasks[spec.task]
-    opts = dict(plan.options)
-    if spec.train_size is not None:
-        opts["train_size"] = spec.train_size
-    return build_task(spec.task, seq_len=plan.seq_len, seed=spec.seed, **opts)
+    return build_task(spec.task, seq_len=preset.tasks[spec.task].seq_len, seed=spec.seed,
+                      **_task_options(spec, preset))
 
 
 def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str = "auto", threads: int = 1,
@@ -89,7 +93,9 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
           f"optim.min_lr={plan.min_lr}", f"optim.warmup_steps={plan.warmup_steps}",
           f"optim.weight_decay={plan.weight_decay}", f"run.eval_interval={plan.eval_interval}",
           f"run.ckpt_interval={max(50, plan.steps // 4)}", "run.eval_batches=2", f"run.log_interval=10",
-          f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}"]
+          f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}",
+          # the task as data source, so the run's saved config.json rebuilds it (`kernelattn train --resume`)
+          f"data.source={spec.task}", f"data.options={json.dumps(_task_options(spec, preset))}"]
     ov += [f"model.{k}={v}" for k, v in model.items() if not (spec.arch == "gpt" and k == "pmem_size")]
     cfg = load_config(None, ov)
     t0 = time.perf_counter()
