@@ -107,6 +107,7 @@ def _apply_marker(block: Block, directive: str, line: int) -> None:
 
 
 BLOCKS = parse_readme(README.read_text())
+_DOCS_BEFORE = {p: p.read_bytes() for p in sorted((ROOT / "docs").rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,14 @@ def test_readme_block(block: Block, workdir, monkeypatch):
                          text=True, timeout=TIMEOUT_S)
     assert res.returncode == 0, (f"README.md:{block.line}: exit {res.returncode}\n--- ran:\n{code}\n--- stdout:\n"
                                  f"{res.stdout[-3000:]}\n--- stderr:\n{res.stderr[-3000:]}")
+
+
+def test_readme_commands_leave_the_committed_docs_alone():
+    """Runs after the blocks: no documented command (benchmarks included) rewrites docs/ unless asked."""
+    after = {p: p.read_bytes() for p in sorted((ROOT / "docs").rglob("*")) if p.is_file()}
+    changed = [str(p.relative_to(ROOT)) for p in after.keys() | _DOCS_BEFORE.keys()
+               if after.get(p) != _DOCS_BEFORE.get(p)]
+    assert not changed, f"README commands changed {changed}"
 
 
 def test_parser_reads_markers_and_rejects_unknown_ones():

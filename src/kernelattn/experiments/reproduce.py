@@ -229,7 +229,8 @@ def provenance(preset: Preset, sweep: dict, **extra) -> dict:
 
     commit, dirty = _git_commit()
     return {"package": "kernelattn", "version": __version__, "git_commit": commit, "git_dirty": dirty,
-            "command": " ".join(["kernelattn", *sys.argv[1:]]) if Path(sys.argv[0]).name == "kernelattn" else None,
+            "command": " ".join(["kernelattn", *sys.argv[1:]])
+            if Path(sys.argv[0]).name in ("kernelattn", "__main__.py") else None,  # None: called from Python
             "preset": preset.name, "preset_config": dataclasses.asdict(preset), "sweep": sweep,
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), **extra}
