@@ -8,20 +8,25 @@ mapping (forward, then backward of a random upstream gradient); the median over
 iterations whose max error against a float64 solution is no worse than ours (its
 default, 50 iterations, is also shown).
 
-    python benchmarks/bench_mappings.py            # rows of 1k..16k entries
-    python benchmarks/bench_mappings.py --quick    # smaller, for a smoke run
+    python benchmarks/bench_mappings.py                 # rows of 1k..16k entries; prints the table
+    python benchmarks/bench_mappings.py --quick         # smaller, for a smoke run
+    python benchmarks/bench_mappings.py --write-docs    # also rewrite docs/bench_mappings.md
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import entmax as entmax_pkg
 import torch
 
 import kernelattn as ka
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def time_pair(fa, fb, x, grad, repeats: int) -> tuple[float, float]:
@@ -49,7 +54,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="lengths 1024,4096, 2 repeats")
+    ap.add_argument("--write-docs", action="store_true",
+                    help=f"also write the table to {DOCS / 'bench_mappings.md'} (default: print only)")
     args = ap.parse_args()
+    try:
+        lengths = [int(s) for s in args.lengths.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--lengths must be comma-separated integers, got {args.lengths!r}")
     if args.quick:
         args.lengths, args.repeats = "1024,4096", 2
     torch.set_num_threads(args.threads)
@@ -57,7 +68,7 @@ def main() -> None:
     lines = ["| n | mapping | ours (ms) | entmax pkg (ms) | peer / ours | our max err | peer max err | peer setting |",
              "|---|---|---|---|---|---|---|---|"]
     print(lines[0]); print(lines[1])
-    for n in [int(s) for s in args.lengths.split(",")]:
+    for n in lengths:
         rows = max(1, args.elements // n)
         x = torch.randn(rows, n) * 2
         grad = torch.randn(rows, n)
@@ -86,8 +97,15 @@ def main() -> None:
                     f"{max_err(ours, x, ref):.1e} | {max_err(peer, x, ref):.1e} | {setting} |")
             print(line, flush=True)
             lines.append(line)
-    print(f"\nfloat32, {args.elements} scores per batch (rows x n), forward + backward, median of "
-          f"{args.repeats}, torch threads={args.threads}, torch {torch.__version__}")
+    footer = (f"float32, {args.elements} scores per batch (rows x n), forward + backward, median of "
+              f"{args.repeats}, torch threads={args.threads}, torch {torch.__version__}")
+    print("\n" + footer)
+    if args.write_docs:
+        command = " ".join(["python benchmarks/bench_mappings.py", *[a for a in sys.argv[1:] if a != "--write-docs"]])
+        path = DOCS / "bench_mappings.md"
+        path.write_text("# Mapping benchmark\n\nCommand: `" + command + "`\n\n" + "\n".join(lines) + "\n\n" + footer
+                        + "\n")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

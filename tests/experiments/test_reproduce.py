@@ -20,8 +20,17 @@ TINY = Preset(name="tiny", model=dict(n_layer=1, n_head=2, n_embd=16), topk=2, d
 def test_tiny_sweep_writes_results_table_and_plots(tmp_path, capsys):
     out = tmp_path / "sweep"
     recs = reproduce(TINY, tasks=["copy"], methods=["softmax", "sparsemax"], seeds=[0, 1], out=str(out), jobs=1)
-    data = json.loads((out / "results.json").read_text())
+    printed = capsys.readouterr().out
+    assert "| method | copy exact @4 | copy exact @8 |" in printed and "| sparsemax |" in printed  # the summary
+    assert f"plots:  {out / 'length_generalisation.png'}" in printed and str(out / "results.md") in printed
+    saved = json.loads((out / "results.json").read_text())
+    data = saved["records"]
     assert data == recs
+    prov = saved["provenance"]
+    assert prov["version"] and prov["preset"] == "tiny" and prov["preset_config"]["tasks"]["copy"]["steps"] == 6
+    assert prov["sweep"]["seeds"] == [0, 1] and prov["sweep"]["methods"] == ["softmax", "sparsemax"]
+    assert prov["runs_trained"] == prov["runs_total"] == 4 and prov["wall_seconds"] > 0
+    assert "git_commit" in prov  # a commit in a checkout, None in an installed copy
     for r in data:
         assert {"task", "method", "seed", "metric", "value"} <= r.keys()
     em = [r for r in data if r["metric"] == "exact_match"]
@@ -29,6 +38,7 @@ def test_tiny_sweep_writes_results_table_and_plots(tmp_path, capsys):
         (m, s, L) for m in ("softmax", "sparsemax") for s in (0, 1) for L in (4, 8)}
     md = (out / "results.md").read_text()
     assert "| softmax |" in md and "| sparsemax |" in md and "±" in md
+    assert "CPU-minutes" not in md and "wall-clock training times add up to" in md and "Produced by kernelattn" in md
     assert (out / "length_generalisation.png").stat().st_size > 5000
     # a second call finds every run finished and trains nothing
     capsys.readouterr()
@@ -43,7 +53,9 @@ def test_icll_and_lm_records_and_baselines(tmp_path):
     assert {r["method"] for r in icll} == {"entmax15", "2gram", "3gram"}
     assert {r["train_size"] for r in icll if r["metric"] == "accuracy"} == {5, 20}
     lm = {r["metric"] for r in data if r["task"] == "lm"}
-    assert {"val_loss", "loss_by_position"} <= lm
+    assert {"val_loss", "loss_by_position", "val_loss_curve"} <= lm
+    curve = [r["step"] for r in data if r["metric"] == "val_loss_curve"]
+    assert curve == [2, 4]  # eval_interval=2, 4 steps
     assert (out / "icll.png").exists() and (out / "lm.png").exists()
 
 
@@ -68,3 +80,15 @@ def test_cli_rejects_bad_arguments(capsys, tmp_path):
     assert "bogus" in capsys.readouterr().err
     assert main(["reproduce", "--preset", "huge", "--out", str(tmp_path)]) == 2
     assert main(["reproduce", "--seeds", "a,b", "--out", str(tmp_path)]) == 2
+
+
+def test_a_sweep_run_folder_resumes_with_train_resume(tmp_path):
+    """A run's saved config names its task, so `kernelattn train --resume` rebuilds the same data."""
+    from kernelattn.experiments.reproduce import RunSpec, execute_run
+    spec = RunSpec("copy", "sparsemax", 0)
+    execute_run(spec, TINY, str(tmp_path / "full"))
+    assert execute_run(spec, TINY, str(tmp_path / "cut"), stop_at=3) is None
+    assert main(["train", "--resume", str(spec.folder(tmp_path / "cut"))]) == 0
+    log = lambda out: (spec.folder(out) / "metrics.jsonl").read_text()  # noqa: E731
+    losses = lambda out: [(r["step"], r["train_loss"]) for r in map(json.loads, log(out).splitlines())]  # noqa: E731
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")

@@ -100,3 +100,90 @@ def test_text_corpus_jsonl_and_folder(tmp_path):
     out = Trainer(load_config(None, TINY + ["data.source=text", f"data.path={tmp_path / 'd'}", "optim.max_steps=2",
                                             f"run.out_dir={tmp_path / 'run'}"])).train()
     assert out["step"] == 2 and out["val_loss"] > 0
+
+
+def _cli(*argv):
+    return main(["train", *argv])
+
+
+def test_cli_resume_run_dir_needs_no_repeated_overrides(tmp_path, capsys):
+    """`train --resume RUN_DIR` continues with the config saved there and matches an uninterrupted run."""
+    common = TINY + ["model.method=sparsemax", "optim.max_steps=6", "run.ckpt_interval=3"]
+    assert _cli(*common, f"run.out_dir={tmp_path / 'a'}") == 0
+    assert _cli(*common, f"run.out_dir={tmp_path / 'b'}", "--stop-at", "3") == 0
+    assert "stopped (--stop-at) at step 3 of 6" in capsys.readouterr().out
+    assert _cli("--resume", str(tmp_path / "b")) == 0
+    assert "resuming at step 3 of 6" in capsys.readouterr().out
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    # a finished run: nothing to do; raising optim.max_steps trains on, and says so
+    assert _cli("--resume", str(tmp_path / "b")) == 0
+    assert "already finished at step 6" in capsys.readouterr().out
+    assert _cli("--resume", str(tmp_path / "b"), "optim.max_steps=8") == 0
+    out = capsys.readouterr().out
+    assert "extending optim.max_steps 6 -> 8" in out and "finished" in out
+    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["step"] == 8
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["optim"]["max_steps"] == 8
+
+
+@pytest.mark.parametrize("override", ["model.method=sparsemax", "optim.lr=0.01", "run.seed=1", "optim.batch_size=8",
+                                      "data.n_stories=70"])
+def test_cli_resume_refuses_trajectory_changes_unless_forced(tmp_path, capsys, override):
+    run = tmp_path / "r"
+    assert _cli(*TINY, "optim.max_steps=2", f"run.out_dir={run}") == 0
+    capsys.readouterr()
+    assert _cli("--resume", str(run), override, "optim.max_steps=3") == 2
+    err = capsys.readouterr().err
+    assert override.split("=")[0] in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert load_checkpoint(run / "ckpt.pt")["step"] == 2  # untouched
+    assert _cli("--resume", str(run), override, "optim.max_steps=3", "--force") == 0
+    assert "--force: " + override.split("=")[0] in capsys.readouterr().out
+    assert load_checkpoint(run / "ckpt.pt")["step"] == 3
+
+
+def test_cli_train_never_overwrites_a_run_silently(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _cli(*TINY, "optim.max_steps=2", f"run.out_dir={run}") == 0
+    before = (run / "ckpt.pt").read_bytes()
+    capsys.readouterr()
+    assert _cli(*TINY, "optim.max_steps=2", "model.method=softmax", f"run.out_dir={run}") == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (run / "ckpt.pt").read_bytes() == before
+    assert _cli(*TINY, "optim.max_steps=2", "model.method=softmax", f"run.out_dir={run}", "--overwrite") == 0
+    assert json.loads((run / "config.json").read_text())["model"]["method"] == "softmax"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--resume", "{tmp}/missing"], "does not exist"),
+    (["--resume", "{tmp}/r", "--config", "stories_mm"], "drop --config"),
+    (["--resume", "{tmp}/r", "run.out_dir=elsewhere"], "run.out_dir"),
+    (["--resume", "{tmp}/r", "optim.max_steps=1"], "below the checkpoint's step 2"),
+    (["--config", "no_such_config"], "no built-in config"),
+    (["--force"], "--force only applies"),
+])
+def test_cli_resume_and_config_errors_are_one_line(tmp_path, capsys, argv, needle):
+    assert _cli(*TINY, "optim.max_steps=2", f"run.out_dir={tmp_path / 'r'}") == 0
+    capsys.readouterr()
+    assert _cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_builtin_configs_load_by_name_and_path():
+    from kernelattn.training import builtin_configs
+
+    found = builtin_configs()
+    assert {"stories_mm", "stories_gpt"} <= found.keys()
+    for name, path in found.items():
+        by_name, by_path = load_config(name), load_config(path)
+        assert by_name == by_path and load_config(f"{name}.yaml") == by_name
+    assert load_config("stories_gpt").model.arch == "gpt"
+
+
+def test_cli_configs_lists_and_prints(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "stories_mm" in out and "stories_gpt" in out
+    assert main(["configs", "stories_mm"]) == 0
+    assert "method: entmax15" in capsys.readouterr().out
+    assert main(["configs", "nope"]) == 2

@@ -2,6 +2,8 @@
 
 ``quick`` is sized for a 2-core CPU (the whole default sweep in minutes, tiny models,
 short training) and still reaches high in-distribution accuracy on the synthetic tasks;
+``smoke`` runs every task for a few steps with a toy model, to check a set-up in about
+a minute (its numbers compare nothing);
 ``paper`` uses the paper's model sizes and optimiser settings (SPEC §4) and is meant
 for a GPU. Step counts for ``paper`` are our choice where the paper's are not given.
 """
@@ -63,6 +65,25 @@ PRESETS: dict[str, Preset] = {
         # sort is not learned in a CPU budget (every method <= 3% exact in-distribution
         # after 1000 steps), so it would compare nothing; run it with --tasks sort or paper
         default_tasks=("copy", "reverse", "mqmtar", "icll", "lm"),
+    ),
+    # every task end to end in about a minute on a CPU: checks a set-up, its numbers compare nothing
+    "smoke": Preset(
+        name="smoke",
+        model=dict(n_layer=1, n_head=2, n_embd=16),
+        tasks={
+            "copy": TaskPlan(options=dict(train_min=2, train_max=4, test_lengths=(4, 8), n_eval=16), steps=10,
+                             batch_size=8, eval_interval=5),
+            "reverse": TaskPlan(options=dict(train_min=2, train_max=4, test_lengths=(4, 8), n_eval=16), steps=10,
+                                batch_size=8, eval_interval=5),
+            "sort": TaskPlan(options=dict(train_min=2, train_max=4, test_lengths=(4, 8), n_eval=16), steps=10,
+                             batch_size=8, eval_interval=5),
+            "mqmtar": TaskPlan(options=dict(train_min=8, train_max=16, test_lengths=(16, 32), n_eval=16), steps=10,
+                               batch_size=8, eval_interval=5),
+            "icll": TaskPlan(options=dict(n_val=4, n_test=8), seq_len=64, steps=10, batch_size=4, eval_interval=5,
+                             train_sizes=(10, 40)),
+            "lm": TaskPlan(options=dict(n_stories=60, n_eval=8), seq_len=32, steps=10, batch_size=4, eval_interval=5),
+        },
+        topk=2,
     ),
     "paper": Preset(
         name="paper",

@@ -4,7 +4,9 @@ Runs tasks × methods × seeds (× train sizes for ICLL, × architectures), each
 run in its own folder ``OUT/runs/<task>/<arch>/<method>/seed<s>[/n<size>]``. A run that
 finished has ``result.json`` and is skipped on the next call; a run that was interrupted
 resumes from its checkpoint. Afterwards every ``result.json`` is gathered into
-``OUT/results.json``, ``OUT/results.md`` (mean ± std over seeds) and PNG plots.
+``OUT/results.json`` (the records and their provenance: version, git commit, preset,
+sweep settings), ``OUT/results.md`` (mean ± std over seeds) and PNG plots, and the
+summary table is printed.
 """
 
 from __future__ import annotations
@@ -53,14 +55,18 @@ def plan_runs(preset: Preset, tasks, methods, seeds, archs) -> list[RunSpec]:
     return runs
 
 
+def _task_options(spec: RunSpec, preset: Preset) -> dict:
+    opts = dict(preset.tasks[spec.task].options)
+    if spec.train_size is not None:
+        opts["train_size"] = spec.train_size
+    return opts
+
+
 def _build_task(spec: RunSpec, preset: Preset):
     from ..tasks import build_task
 
-    plan = preset.tasks[spec.task]
-    opts = dict(plan.options)
-    if spec.train_size is not None:
-        opts["train_size"] = spec.train_size
-    return build_task(spec.task, seq_len=plan.seq_len, seed=spec.seed, **opts)
+    return build_task(spec.task, seq_len=preset.tasks[spec.task].seq_len, seed=spec.seed,
+                      **_task_options(spec, preset))
 
 
 def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str = "auto", threads: int = 1,
@@ -87,7 +93,9 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
           f"optim.min_lr={plan.min_lr}", f"optim.warmup_steps={plan.warmup_steps}",
           f"optim.weight_decay={plan.weight_decay}", f"run.eval_interval={plan.eval_interval}",
           f"run.ckpt_interval={max(50, plan.steps // 4)}", "run.eval_batches=2", f"run.log_interval=10",
-          f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}"]
+          f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}",
+          # the task as data source, so the run's saved config.json rebuilds it (`kernelattn train --resume`)
+          f"data.source={spec.task}", f"data.options={json.dumps(_task_options(spec, preset))}"]
     ov += [f"model.{k}={v}" for k, v in model.items() if not (spec.arch == "gpt" and k == "pmem_size")]
     cfg = load_config(None, ov)
     t0 = time.perf_counter()
@@ -101,6 +109,11 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
     if spec.train_size is not None:
         base["train_size"] = spec.train_size
     records = [{**base, **r} for r in records]
+    if spec.task == "lm":  # the validation curve, so plots need only results.json
+        log = folder / "metrics.jsonl"
+        for row in map(json.loads, log.read_text().splitlines() if log.exists() else []):
+            if "val_loss" in row:
+                records.append({**base, "metric": "val_loss_curve", "step": row["step"], "value": row["val_loss"]})
     records.append({**base, "metric": "final_train_loss", "value": last.get("train_loss", float("nan"))})
     records.append({**base, "metric": "train_seconds", "value": time.perf_counter() - t0})
     tmp = folder / "result.json.tmp"
@@ -148,6 +161,7 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
     todo = [r for r in runs if not (r.folder(outp) / "result.json").exists()]
     print(f"{p.name} preset: {len(runs)} runs ({len(runs) - len(todo)} already finished) -> {outp}")
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run", dynamic_ncols=True)
     if jobs == 1:
         for spec in todo:
@@ -170,10 +184,56 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
         records += json.loads((spec.folder(outp) / "result.json").read_text())
     if "icll" in tasks:
         records += _baselines(p, seeds, outp)
-    aggregate(records, outp, preset=p.name)
-    print(f"sweep done in {time.perf_counter() - t0:.0f}s; wrote {outp / 'results.json'}, {outp / 'results.md'} "
-          f"and plots")
+    wall = time.perf_counter() - t0
+    prov = provenance(p, dict(tasks=tasks, methods=methods, seeds=list(seeds), archs=list(archs), jobs=jobs,
+                              threads=threads, device=device),
+                      started=started, wall_seconds=round(wall, 1), runs_trained=len(todo), runs_total=len(runs))
+    written = aggregate(records, outp, preset=p.name, provenance=prov)
+    present = {r["task"] for r in records}
+    order = {m: i for i, m in enumerate(ALL_METHODS + ("2gram", "3gram"))}
+    print("\n" + "\n".join(_summary(records, present, order)[2:]) + "\n")
+    print(f"sweep done in {wall:.0f} s ({len(todo)} runs trained now, {len(runs) - len(todo)} were finished before)")
+    print(f"tables: {outp / 'results.md'}   records: {outp / 'results.json'}")
+    print("plots:  " + "  ".join(str(x) for x in written))
     return records
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """The commit of the source tree this package runs from, if it runs from a git checkout (``src/kernelattn``)."""
+    import subprocess
+
+    pkg = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(["git", "-C", str(pkg), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=10)
+        if top.returncode or Path(top.stdout.strip()).resolve() / "src" / "kernelattn" != pkg:
+            return None, None  # installed copy (site-packages), not the checkout's own source
+        head = subprocess.run(["git", "-C", str(pkg), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head or None, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def provenance(preset: Preset, sweep: dict, **extra) -> dict:
+    """What produced a sweep's results: package version, git commit, the full preset and sweep settings."""
+    import dataclasses
+    import platform
+    import sys
+
+    import torch
+
+    from .. import __version__
+
+    commit, dirty = _git_commit()
+    return {"package": "kernelattn", "version": __version__, "git_commit": commit, "git_dirty": dirty,
+            "command": " ".join(["kernelattn", *sys.argv[1:]])
+            if Path(sys.argv[0]).name in ("kernelattn", "__main__.py") else None,  # None: called from Python
+            "preset": preset.name, "preset_config": dataclasses.asdict(preset), "sweep": sweep,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), **extra}
 
 
 # -- aggregation -------------------------------------------------------------------------
@@ -243,10 +303,15 @@ def _summary(records, present, order) -> list[str]:
     return lines
 
 
-def aggregate(records: list[dict], out: Path, preset: str = "") -> None:
-    """Write results.json, results.md and the PNG plots from run records."""
+def aggregate(records: list[dict], out: Path, preset: str = "", provenance: dict | None = None) -> list[Path]:
+    """Write results.json (``{"provenance": ..., "records": [...]}``), results.md and the PNG plots.
+
+    Returns:
+        The plot files written.
+    """
     out = Path(out)
-    (out / "results.json").write_text(json.dumps(records, indent=1))
+    provenance = provenance or {}
+    (out / "results.json").write_text(json.dumps({"provenance": provenance, "records": records}, indent=1))
     order = {m: i for i, m in enumerate(ALL_METHODS + ("2gram", "3gram"))}
     seeds = sorted({r["seed"] for r in records})
     md = [f"# kernelattn reproduce — {preset} preset", "",
@@ -274,10 +339,19 @@ def aggregate(records: list[dict], out: Path, preset: str = "") -> None:
         md += _table(records, "lm", "recall_loss", None, _mean_std, order) + [""]
     secs = [r["value"] for r in records if r["metric"] == "train_seconds"]
     if secs:
-        md += [f"{len(secs)} training runs, {sum(secs) / 60:.1f} CPU-minutes of training in total.", ""]
+        md += [f"{len(secs)} training runs; their wall-clock training times add up to {sum(secs) / 60:.1f} min "
+               f"(runs trained in parallel with --jobs overlap, so the sweep itself took less).", ""]
+    if provenance:
+        sw = provenance.get("sweep", {})
+        commit = provenance.get("git_commit")
+        md += [f"Produced by kernelattn {provenance.get('version')}"
+               + (f", commit {commit[:12]}{' with uncommitted changes' if provenance.get('git_dirty') else ''}"
+                  if commit else "")
+               + f", torch {provenance.get('torch')}, {provenance.get('cpu_count')} CPUs, --jobs {sw.get('jobs')}; "
+               f"this call trained {provenance.get('runs_trained')} of {provenance.get('runs_total')} runs in "
+               f"{provenance.get('wall_seconds', 0) / 60:.1f} min wall time (started {provenance.get('started')}). "
+               f"Full settings: `provenance` in results.json.", ""]
     (out / "results.md").write_text("\n".join(md))
-    try:
-        from .plots import plot_all
-        plot_all(records, out)
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+    from .plots import plot_all
+
+    return plot_all(records, out)

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 __all__ = ["ConfigError", "ModelSection", "DataSection", "OptimSection", "RunSection", "TrainConfig",
-           "load_config", "apply_overrides", "config_from_dict"]
+           "load_config", "apply_overrides", "config_from_dict", "builtin_configs", "resolve_config_path",
+           "resume_config", "RESUME_FREE_FIELDS"]
 
 
 class ConfigError(ValueError):
@@ -212,13 +213,33 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return cfg
 
 
+def builtin_configs() -> dict[str, Path]:
+    """The configs shipped inside the package, by name (file stem): ``{"stories_mm": path, ...}``."""
+    from importlib import resources
+
+    folder = resources.files("kernelattn") / "configs"
+    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".yaml")}
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config given as a path (an existing file) or as a built-in name (``stories_mm``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    builtin = builtin_configs()
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if p.parent == Path(".") and stem in builtin:
+        return builtin[stem]
+    raise ConfigError(f"--config {str(name)!r}: no such file and no built-in config of that name "
+                      f"(built-in: {', '.join(builtin) or 'none'}; `kernelattn configs` lists them)")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (optional), apply overrides, validate."""
+    """Read a YAML config (a file path or a built-in name, optional), apply overrides, validate."""
     d = None
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
+        p = resolve_config_path(path)
         try:
             d = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
@@ -227,3 +248,72 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
     cfg = config_from_dict(d)
     return apply_overrides(cfg, overrides or []).validate()
+
+
+#: Fields a resumed run may change without ``force``: they do not change what is trained
+#: (``optim.max_steps`` may grow; the schedule is then recomputed, see :func:`resume_config`).
+RESUME_FREE_FIELDS = ("run.eval_interval", "run.eval_batches", "run.log_interval", "run.ckpt_interval",
+                      "run.tensorboard", "run.progress", "run.threads", "run.device")
+
+
+def _flat(d: dict) -> dict:
+    return {f"{sec}.{k}": v for sec, body in d.items() for k, v in body.items()}
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None, force: bool = False,
+                  step: int | None = None) -> tuple[TrainConfig, list[str]]:
+    """The config to continue the run in ``run_dir``: the one saved there, plus ``overrides``.
+
+    Allowed freely: the fields in :data:`RESUME_FREE_FIELDS`, and raising
+    ``optim.max_steps``. Every other change (seed, data, batch, lr, method, ...) alters
+    the trajectory and raises :class:`ConfigError` unless ``force``.
+
+    Args:
+        run_dir: a folder written by ``kernelattn train`` (holds ``config.json``).
+        overrides: ``section.field=value`` strings.
+        force: allow trajectory changes (they are still listed in the notes).
+        step: the checkpoint's step, if any (``optim.max_steps`` may not go below it).
+
+    Returns:
+        The validated config (``run.out_dir`` is ``run_dir``) and notes to print, one per change.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        what = "does not exist" if not run_dir.exists() else "holds no run (no config.json)"
+        raise ConfigError(f"--resume {str(run_dir)!r}: {what}; start a run with `kernelattn train --config ...`")
+    try:
+        saved = config_from_dict(json.loads(saved_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--resume {str(run_dir)!r}: config.json is not valid JSON ({e})") from None
+    saved.run.out_dir = str(run_dir)
+    before = _flat(saved.to_dict())
+    for ov in overrides or []:
+        if ov.split("=", 1)[0].strip() == "run.out_dir":
+            raise ConfigError(f"run.out_dir cannot be changed with --resume: the run lives in {str(run_dir)!r}")
+    cfg = apply_overrides(saved, overrides or []).validate()
+    after = _flat(cfg.to_dict())
+    notes = []
+    for key in after:
+        old, new = before[key], after[key]
+        if old == new or key in RESUME_FREE_FIELDS:
+            continue
+        if key == "optim.max_steps":
+            if step is not None and new < step:
+                raise ConfigError(f"optim.max_steps={new} is below the checkpoint's step {step} in {str(run_dir)!r}")
+            if new > old:
+                from .optim import cosine_lr
+
+                o, at = cfg.optim, step or 0
+                lr_old = cosine_lr(min(at, old), o.lr, o.min_lr, o.warmup_steps, old)
+                lr_new = cosine_lr(at, o.lr, o.min_lr, o.warmup_steps, new)
+                notes.append(f"extending optim.max_steps {old} -> {new}: the cosine schedule now runs to step {new}, "
+                             f"so the learning rate at step {at} is {lr_new:.3g} (was {lr_old:.3g})")
+                continue
+        if not force:
+            raise ConfigError(f"{key}={new!r} changes the run in {str(run_dir)!r} (it was {old!r}); "
+                              f"resuming continues the same run: drop the override, or add --force")
+        notes.append(f"--force: {key} changed {old!r} -> {new!r}; the run is no longer one uninterrupted run")
+    return cfg, notes

@@ -29,7 +29,19 @@ from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, init_distributed
 from .optim import cosine_lr, make_optimizer
 
-__all__ = ["Trainer", "build_source", "resolve_device"]
+__all__ = ["Trainer", "build_source", "resolve_device", "holds_run", "refuse_overwrite"]
+
+
+def holds_run(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` already holds a training run (a saved config or a checkpoint)."""
+    out_dir = Path(out_dir)
+    return (out_dir / "config.json").exists() or (out_dir / "ckpt.pt").exists()
+
+
+def refuse_overwrite(out_dir: str | Path) -> ConfigError:
+    """The error for starting a run where one already is."""
+    return ConfigError(f"run.out_dir={str(out_dir)!r} already holds a run; continue it with `kernelattn train "
+                       f"--resume {out_dir}`, or start afresh with --overwrite or another run.out_dir")
 
 
 def build_source(cfg: TrainConfig) -> BatchSource:
@@ -165,15 +177,28 @@ class Trainer:
         if self.dist.enabled:
             dist.barrier()
 
-    def load(self) -> None:
+    def load(self, force: bool = False) -> None:
+        """Restore model, optimiser, RNG and step from ``ckpt.pt``.
+
+        Args:
+            force: accept a checkpoint whose model config differs (e.g. another method),
+                as long as its weights fit the model.
+        """
         st = load_checkpoint(self.ckpt_path, map_location=self.device)
         saved = st["config"]["model"]
         now = self.cfg.to_dict()["model"]
         diff = [k for k in now if k != "vocab_size" and saved.get(k) != now[k]]
-        if diff:
+        if diff and not force:
             raise ConfigError(f"cannot resume {self.ckpt_path}: model.{diff[0]} was {saved.get(diff[0])!r}, "
                               f"now {now[diff[0]]!r}")
-        self.model.load_state_dict(st["model"])
+        if st["step"] > self.cfg.optim.max_steps:
+            raise ConfigError(f"cannot resume {self.ckpt_path}: it is at step {st['step']}, beyond "
+                              f"optim.max_steps={self.cfg.optim.max_steps}")
+        try:
+            self.model.load_state_dict(st["model"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ConfigError(f"cannot resume {self.ckpt_path}: its weights do not fit this model ({first})") from None
         self.optimizer.load_state_dict(st["optimizer"])
         if self.scaler and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
@@ -223,16 +248,31 @@ class Trainer:
         return out
 
     # -- the loop ----------------------------------------------------------------------
-    def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
+    def train(self, resume: bool = False, stop_at: int | None = None, overwrite: bool = False,
+              force: bool = False) -> dict:
         """Run to ``optim.max_steps`` (or ``stop_at``, leaving a checkpoint, as a crash would).
+
+        Args:
+            resume: continue from ``run.out_dir/ckpt.pt`` when there is one.
+            stop_at: stop after this step (the checkpoint is written, as at an interruption).
+            overwrite: without ``resume``, start afresh even if ``run.out_dir`` holds a run
+                (otherwise that raises :class:`ConfigError`: a run is never lost silently).
+            force: with ``resume``, accept a checkpoint whose model config differs.
 
         Returns:
             The last logged metrics (``train_loss``, ``val_loss``, task metrics, ``step``).
         """
         cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
+        exists = holds_run(self.out_dir)
+        if self.dist.enabled:
+            dist.barrier()  # every process has looked before rank 0 writes config.json
+        if not resume and exists and not overwrite:
+            raise refuse_overwrite(self.out_dir)
         if resume:
             if self.ckpt_path.exists():
-                self.load()
+                self.load(force=force)
+        elif exists and self.dist.is_main and self.ckpt_path.exists():
+            self.ckpt_path.unlink()  # --overwrite: a later --resume must not pick up the old run's weights
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
