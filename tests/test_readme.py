@@ -114,6 +114,7 @@ _DOCS_BEFORE = {p: p.read_bytes() for p in sorted((ROOT / "docs").rglob("*")) if
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("readme")
     (d / "benchmarks").symlink_to(ROOT / "benchmarks")
+    (d / "examples").symlink_to(ROOT / "examples")
     return d
 
 
