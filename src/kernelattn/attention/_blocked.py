@@ -117,15 +117,21 @@ def _apply_masks(S4: Tensor, geo: Geometry, i0: int, i1: int, kend: int) -> None
 
 
 class _Workspace:
-    """Flat scratch buffers reused by every block (fresh large allocations are slow on CPU)."""
+    """Flat scratch buffers reused by every block (fresh large allocations are slow on CPU).
+
+    Each buffer is allocated on first use: the sparse path needs only the scores' buffer
+    unless a block falls back to the dense solver."""
 
     def __init__(self, n: int, count: int, dtype: torch.dtype, device: torch.device):
-        self.bufs = [torch.empty(max(n, 1), dtype=dtype, device=device) for _ in range(count)]
+        self.n, self.dtype, self.device = max(n, 1), dtype, device
+        self.bufs: list[Tensor | None] = [None] * count
 
     def view(self, i: int, *shape: int) -> Tensor:
         n = 1
         for s in shape:
             n *= s
+        if self.bufs[i] is None:
+            self.bufs[i] = torch.empty(self.n, dtype=self.dtype, device=self.device)
         return self.bufs[i][:n].view(*shape)
 
 

@@ -44,7 +44,7 @@ __all__ = ["SPARSE_BLOCK_ELEMENTS", "DENSE_FRACTION", "CHUNKS", "STRIP", "thresh
 
 # Scores per block on the sparse path: each block is read only a few times (not swept),
 # so larger blocks than the dense path's pay off by fewer per-block small ops.
-SPARSE_BLOCK_ELEMENTS = 1 << 22
+SPARSE_BLOCK_ELEMENTS = 1 << 21
 # A block goes dense when its candidates exceed this fraction of its scores: above it the
 # sparse products and backward cost more than dense sweeps and matmuls (2 CPU cores).
 DENSE_FRACTION = 0.25
