@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..mappings.registry import Mapping
 from ._solver import integer_order, solve_entmax_block, solve_softmax_block
-from ._sparse import (DENSE_FRACTION, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
+from ._sparse import (DENSE_FRACTION, FLUSH_CANDIDATES, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
                       threshold_lower_bound, transpose_perm)
 
 __all__ = ["Geometry", "blocked_attention", "DEFAULT_BLOCK_ELEMENTS"]
@@ -211,7 +211,9 @@ class _EntmaxAttention(torch.autograd.Function):
         f0_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
-        dense_blocks, parts = [], []
+        dense_blocks = []
+        parts = _SparseParts(lambda ps: _solve_sparse_parts(ps, alpha_t is not None, alpha_f, geo), geo, v3, out,
+                             support, t_all)
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
@@ -230,7 +232,7 @@ class _EntmaxAttention(torch.autograd.Function):
                     t_lb, mx = threshold_lower_bound(strips, a_rows)
                     cand = extract_candidates(S2, strips, t_lb, max_fraction=DENSE_FRACTION)
                     if cand is not None:
-                        parts.append(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb))
+                        parts.add(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb))
                         continue
                     t_init = t_lb
                 P, st = solve_entmax_block(S2, a_rows, U, W, t_init=t_init)
@@ -244,17 +246,9 @@ class _EntmaxAttention(torch.autograd.Function):
             if not softmax:  # softmax's backward rebuilds normalised weights from t = logsumexp
                 f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
                 f0_all[:, :, i0:i1] = st.f0.view(B, Hq, nb)
-        sp = None
-        if parts:
-            sp = _solve_sparse_parts(parts, alpha_t is not None, alpha_f, geo)
-            A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (sp.row_ids.shape[0], BK * geo.Lk))
-            out.view(-1, geo.Dv).index_copy_(0, sp.row_ids, A @ v3.reshape(-1, geo.Dv))
-            t_all.view(-1).index_copy_(0, sp.row_ids, sp.rows.t.view(-1))
-            if want_support:
-                support.view(-1).index_copy_(0, sp.row_ids, sp.rows.crow.diff())
         ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
         ctx.has_alpha_t = alpha_t is not None
-        ctx.dense_blocks, ctx.sp = dense_blocks, sp
+        ctx.dense_blocks, ctx.sp = dense_blocks, parts.finish()
         ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t)
         if support is not None:
             ctx.mark_non_differentiable(support)
@@ -321,9 +315,8 @@ class _EntmaxAttention(torch.autograd.Function):
             dk3[:, :kend].baddbmm_(dP.transpose(1, 2), qb)
             dOv = dOb if ctx.softmax else dOb / f.view(BK, GN, 1)
             dv3[:, :kend].baddbmm_(P.view(BK, GN, kend).transpose(1, 2), dOv)
-        if ctx.sp is not None:
-            _sparse_backward(ctx.sp, q5, k3, v3, dO5, dq5, dk3, dv3, alpha_t is not None,
-                             ctx.alpha_f, dalpha)
+        for sp in ctx.sp:
+            _sparse_backward(sp, q5, k3, v3, dO5, dq5, dk3, dv3, alpha_t is not None, ctx.alpha_f, dalpha)
         dalpha_out = None
         if need_alpha:
             dalpha_out = _reduce_to(dalpha.sum(-1, keepdim=True).unsqueeze(-1), alpha_t)
@@ -363,6 +356,41 @@ class _SparseState:
 
     def __init__(self, rows: SparseRows, row_ids: Tensor, alpha_rows: Tensor | None, g: Tensor | None = None):
         self.rows, self.row_ids, self.alpha_rows, self.g = rows, row_ids, alpha_rows, g
+
+
+class _SparseParts:
+    """Sparse blocks' candidates, solved in batches of at least :data:`FLUSH_CANDIDATES`
+    (one ragged problem per batch keeps the per-op overhead low, and the batch bound keeps
+    the candidates' memory bounded); each solved batch writes its output rows at once."""
+
+    def __init__(self, solve, geo: Geometry, v3: Tensor, out: Tensor, support: Tensor | None,
+                 t_all: Tensor | None = None):
+        self.solve, self.geo, self.v3, self.out, self.support, self.t_all = solve, geo, v3, out, support, t_all
+        self.pending, self.count, self.states = [], 0, []
+
+    def add(self, block: "_SparseBlock") -> None:
+        self.pending.append(block)
+        self.count += block.values.numel()
+        if self.count >= FLUSH_CANDIDATES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        sp = self.solve(self.pending)
+        self.pending, self.count = [], 0
+        geo, ids = self.geo, sp.row_ids
+        A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (ids.shape[0], geo.B * geo.Hkv * geo.Lk))
+        self.out.view(-1, geo.Dv).index_copy_(0, ids, A @ self.v3.reshape(-1, geo.Dv))
+        if self.t_all is not None:
+            self.t_all.view(-1).index_copy_(0, ids, sp.rows.t.view(-1))
+        if self.support is not None:
+            self.support.view(-1).index_copy_(0, ids, sp.rows.crow.diff())
+        self.states.append(sp)
+
+    def finish(self) -> list:
+        self.flush()
+        return self.states
 
 
 def _solve_sparse_parts(parts: list, tensor_alpha: bool, alpha_f: float | None, geo: Geometry) -> _SparseState:
@@ -460,7 +488,8 @@ class _RowStatAttention(torch.autograd.Function):
         # normalised ReLUⁿ with a > 0 has a fixed support s > -b/a: no search, only the
         # candidates and the sparse products (:mod:`._sparse`)
         sparse = sparse and mapping.kind == "normalized_relu" and mapping.scale > 0
-        dense_blocks, parts = [], []
+        dense_blocks = []
+        parts = _SparseParts(lambda ps: _fixed_kernel_rows(ps, mapping), geo, v3, out, support)
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
@@ -472,7 +501,7 @@ class _RowStatAttention(torch.autograd.Function):
                 t = S2.new_full((S2.shape[0], 1), -mapping.bias / mapping.scale)
                 cand = extract_candidates(S2, strip_maxima(S2), t, max_fraction=DENSE_FRACTION)
                 if cand is not None:
-                    parts.append(_SparseBlock(cand, t, t, None, geo, i0, nb))
+                    parts.add(_SparseBlock(cand, t, t, None, geo, i0, nb))
                     continue
             dense_blocks.append((i0, i1, kend))
             m, t = _row_stats(S, mapping)
@@ -486,14 +515,7 @@ class _RowStatAttention(torch.autograd.Function):
             m_all[:, :, i0:i1] = m.view(B, Hq, nb)
             t_all[:, :, i0:i1] = t.view(B, Hq, nb)
             f_all[:, :, i0:i1] = f.view(B, Hq, nb)
-        sp = None
-        if parts:
-            sp = _fixed_kernel_rows(parts, mapping)
-            A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (sp.row_ids.shape[0], BK * geo.Lk))
-            out.view(-1, geo.Dv).index_copy_(0, sp.row_ids, A @ v3.reshape(-1, geo.Dv))
-            if want_support:
-                support.view(-1).index_copy_(0, sp.row_ids, sp.rows.crow.diff())
-        ctx.geo, ctx.mapping, ctx.dense_blocks, ctx.sp = geo, mapping, dense_blocks, sp
+        ctx.geo, ctx.mapping, ctx.dense_blocks, ctx.sp = geo, mapping, dense_blocks, parts.finish()
         ctx.save_for_backward(q5, k3, v3, out, m_all, t_all, f_all)
         if support is not None:
             ctx.mark_non_differentiable(support)
@@ -539,8 +561,8 @@ class _RowStatAttention(torch.autograd.Function):
                 dS.sub_(is_max * share)
             dq5[:, :, :, i0:i1] = torch.bmm(dS, kb).view(B, Hkv, G, nb, geo.D)
             dk3[:, :kend].baddbmm_(dS.transpose(1, 2), qb)
-        if ctx.sp is not None:
-            _sparse_backward(ctx.sp, q5, k3, v3, dO5, dq5, dk3, dv3, False, None, None)
+        for sp in ctx.sp:
+            _sparse_backward(sp, q5, k3, v3, dO5, dq5, dk3, dv3, False, None, None)
         return dq5, dk3, dv3, None, None, None, None
 
 

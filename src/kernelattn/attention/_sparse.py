@@ -39,12 +39,15 @@ from torch import Tensor
 
 from ._solver import integer_order, solve_entmax_rows
 
-__all__ = ["SPARSE_BLOCK_ELEMENTS", "DENSE_FRACTION", "CHUNKS", "STRIP", "threshold_lower_bound", "Candidates", "SparseRows",
+__all__ = ["SPARSE_BLOCK_ELEMENTS", "FLUSH_CANDIDATES", "DENSE_FRACTION", "CHUNKS", "STRIP", "threshold_lower_bound", "Candidates", "SparseRows",
            "strip_maxima", "extract_candidates", "solve_candidates", "csr"]
 
 # Scores per block on the sparse path: each block is read only a few times (not swept),
 # so larger blocks than the dense path's pay off by fewer per-block small ops.
 SPARSE_BLOCK_ELEMENTS = 1 << 21
+# Candidates gathered from several blocks are solved together once they reach this many
+# (fewer, larger ragged ops), which also bounds the memory they take.
+FLUSH_CANDIDATES = 1 << 21
 # A block goes dense when its candidates exceed this fraction of its scores: above it the
 # sparse products and backward cost more than dense sweeps and matmuls (2 CPU cores).
 DENSE_FRACTION = 0.25

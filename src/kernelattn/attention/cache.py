@@ -173,7 +173,8 @@ class KernelKVCache:
 
 
 def paged_entmax_step(cache: KernelKVCache, query: Tensor, alpha: float, scale: float,
-                      key_mask: Tensor | None = None, first_pages: int = 4) -> tuple[Tensor, Tensor, int]:
+                      key_mask: Tensor | None = None, first_pages: int = 4,
+                      max_fraction: float = 0.25) -> tuple[Tensor, Tensor, int] | None:
     """Exact α-entmax attention of one query per row over ``cache``, reading few pages.
 
     Args:
@@ -183,9 +184,12 @@ def paged_entmax_step(cache: KernelKVCache, query: Tensor, alpha: float, scale: 
         scale: score scale.
         key_mask: optional bool ``(B, Hq, len)``, True = attend.
         first_pages: pages read before the first lower bound.
+        max_fraction: give up (return ``None``) when more than this fraction of the pages
+            cannot be ruled out: gathering them costs more than reading the whole cache.
 
     Returns:
-        ``(out (B, Hq, Ev), support (B, Hq), pages_read)`` in the cache's dtype.
+        ``(out (B, Hq, Ev), support (B, Hq), pages_read)`` in the cache's dtype, or
+        ``None`` when the whole cache should be read instead.
     """
     B, Hq, E = query.shape
     H, ps, n = cache.H, cache.page, cache.length
@@ -221,6 +225,8 @@ def paged_entmax_step(cache: KernelKVCache, query: Tensor, alpha: float, scale: 
         need = int((ub_sorted.reshape(R, P) > st.t).sum(-1).max()) if k_read < P else k_read
         if need <= k_read:
             break
+        if need > max_fraction * P:
+            return None  # the bounds cannot rule out most pages (e.g. random keys): read everything
         k_read = min(P, max(need, 2 * k_read))
     vals = vp.reshape(-1, ps, cache.Ev).index_select(0, flat).view(R, k_read * ps, cache.Ev).to(cdt)
     out = torch.bmm((Pw / st.f).unsqueeze(1), vals).view(B, Hq, cache.Ev)

@@ -390,5 +390,8 @@ def _paged_step(cache: KernelKVCache, query, attn_mask, scale, enable_gqa, metho
     from .cache import paged_entmax_step
 
     select_backend(query, cache.keys, cache.values, is_softmax=False, alpha=mapping.alpha, backend="sparse")
-    out, support, _ = paged_entmax_step(cache, query[:, :, 0], float(mapping.alpha), scale, key_mask)
+    res = paged_entmax_step(cache, query[:, :, 0], float(mapping.alpha), scale, key_mask)
+    if res is None:
+        return None
+    out, support, _ = res
     return out.unsqueeze(2).to(query.dtype), support.unsqueeze(2)
