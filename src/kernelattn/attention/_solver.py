@@ -90,11 +90,13 @@ def _power_sums(S: Tensor, t: Tensor, U: Tensor, W: Tensor, m: int | None, mm1, 
                 f0 = rsum(W)
             W.mul_(U)
         return W, rsum(W), f0, f2
-    # general (tensor or non-integer) exponent m - 1, guarded at u = 0; exp(e·log u) is
-    # twice as fast as pow on CPU (log 0 = -inf gives 0, or NaN for e = 0: masked)
-    torch.log(U, out=W)
-    W.mul_(mm1).exp_()
-    W.masked_fill_(U <= 0, 0.0)
+    # general (tensor or non-integer) exponent m - 1: exp(e·log u), twice as fast as pow on
+    # CPU; zeros are replaced by ones before the log (log 0 = -inf and exp(-inf) take a
+    # slow scalar path, 5× slower) and their result set to 0 after
+    zero = U <= 0
+    torch.add(U, zero, out=W)
+    W.log_().mul_(mm1).exp_()
+    W.masked_fill_(zero, 0.0)
     f0 = rsum(W)
     W.mul_(U)
     return W, rsum(W), f0, None
