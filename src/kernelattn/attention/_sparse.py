@@ -86,10 +86,11 @@ def threshold_lower_bound(maxima: Tensor, alpha: float | Tensor) -> tuple[Tensor
     convex = bool((a <= 1).all()) if isinstance(a, Tensor) else a <= 1.0
     if convex:
         m = 1.0 / a
+        m_int = None if isinstance(alpha, Tensor) else integer_order(float(alpha))
         tiny = torch.finfo(cm.dtype).tiny
         for _ in range(BOUND_STEPS):
             u = (cm - t).clamp_(min=0)
-            f0 = (u > 0).to(u.dtype) if _is_one(m) else u.pow(m - 1).masked_fill_(u <= 0, 0.0)
+            f0 = _power(u, m - 1, None if m_int is None else m_int - 1)
             f1 = (f0 * u).sum(-1, keepdim=True)
             f0 = f0.sum(-1, keepdim=True)
             # Newton on φ(t) = f1^{1/m} - 1/a from the left: monotone, never past the root
@@ -100,8 +101,18 @@ def threshold_lower_bound(maxima: Tensor, alpha: float | Tensor) -> tuple[Tensor
     return t_lb, mx
 
 
-def _is_one(m) -> bool:
-    return not isinstance(m, Tensor) and m == 1.0
+def _power(u: Tensor, e, e_int: int | None) -> Tensor:
+    """``u^e`` for ``u >= 0`` (0 where ``u = 0``): products for an integer exponent, else
+    ``exp(e·log u)`` with zeros kept off the slow ``log 0`` path."""
+    if e_int is not None:
+        if e_int == 0:
+            return (u > 0).to(u.dtype)
+        out = u.clone()
+        for _ in range(e_int - 1):
+            out.mul_(u)
+        return out
+    zero = u <= 0
+    return (u + zero).log_().mul_(e).exp_().masked_fill_(zero, 0.0)
 
 
 @dataclass
