@@ -137,11 +137,11 @@ def test_gradcheck_sparse_path_with_tensor_alpha(always_sparse):
 def test_dense_sparse_choice_flips_between_blocks(path_counter):
     """Sharp queries (tiny support) in the first half, flat ones (support ~ all keys) in the
     second: with two blocks, one goes sparse and one dense, and both are exact."""
-    q, k, v = _qkv(B=1, Hq=2, Hkv=2, Lq=64, Lk=64, spread=1.0)
+    q, k, v = _qkv(B=1, Hq=2, Hkv=2, Lq=256, Lk=256, spread=1.0)
     with torch.no_grad():
-        q[:, :, :32] *= 6.0
-        q[:, :, 32:] *= 0.01
-    out = kernel_attention(q, k, v, is_causal=True, method="entmax15", backend="sparse", block_size=32)
+        q[:, :, :128] *= 8.0
+        q[:, :, 128:] *= 0.01
+    out = kernel_attention(q, k, v, is_causal=True, method="entmax15", backend="sparse", block_size=128)
     assert path_counter["sparse_rows"] > 0 and path_counter["dense_blocks"] > 0
     ref = attention_ref(q, k, v, "entmax15", causal_offset=0)
     _close(out, ref)

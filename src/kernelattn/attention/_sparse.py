@@ -50,9 +50,9 @@ SPARSE_BLOCK_ELEMENTS = 1 << 21
 FLUSH_CANDIDATES = 1 << 21
 # A block goes dense when its candidates exceed this fraction of its scores: above it the
 # sparse products and backward cost more than dense sweeps and matmuls (2 CPU cores).
-DENSE_FRACTION = 0.25
+DENSE_FRACTION = 0.1
 # ... or when the strips holding them exceed this fraction (reading them is a gather).
-STRIP_FRACTION = 0.6
+STRIP_FRACTION = 0.3
 # Chunk maxima per row used for the lower bound (a larger subset gives a tighter bound).
 CHUNKS = 64
 # Newton steps on the chunk maxima (each one is a certified lower bound for α ≤ 2).
