@@ -41,8 +41,8 @@ def _close(a, b, tol=1e-9):
 @pytest.fixture
 def always_sparse(monkeypatch):
     """Disable the density fallback so tiny test blocks exercise the sparse solver."""
-    monkeypatch.setattr(_sparse, "STRIP_FRACTION", 2.0)
-    monkeypatch.setattr(_blocked, "DENSE_FRACTION", 2.0)
+    for name in ("STRIP_FRACTION", "DENSE_FRACTION", "STRIP_FRACTION_HIGH_ORDER", "DENSE_FRACTION_HIGH_ORDER"):
+        monkeypatch.setattr(_sparse, name, 2.0)
 
 
 @pytest.fixture
@@ -165,8 +165,8 @@ def test_dense_rows_forced_through_the_sparse_solver_stay_exact(path_counter, al
 @pytest.mark.parametrize("forced", [False, True])
 def test_one_key_and_all_keys_tied(alpha, forced, monkeypatch):
     if forced:
-        monkeypatch.setattr(_sparse, "STRIP_FRACTION", 2.0)
-        monkeypatch.setattr(_blocked, "DENSE_FRACTION", 2.0)
+        for name in ("STRIP_FRACTION", "DENSE_FRACTION", "STRIP_FRACTION_HIGH_ORDER", "DENSE_FRACTION_HIGH_ORDER"):
+            monkeypatch.setattr(_sparse, name, 2.0)
     q, k, v = _qkv(B=1, Hq=2, Hkv=2, Lq=5, Lk=1)
     out = kernel_attention(q, k, v, alpha=alpha, backend="sparse")
     _close(out, v.expand(1, 2, 5, v.shape[-1]))  # one key: weight 1
@@ -245,8 +245,8 @@ def test_per_row_tensor_alpha_bound_and_entmax_agree():
 def test_normalized_relu_on_the_sparse_path(n, scale, bias, forced, monkeypatch):
     """Fixed-bandwidth kernels: the support s > -b/a is known, rows with an empty support give zeros."""
     if forced:
-        monkeypatch.setattr(_sparse, "STRIP_FRACTION", 2.0)
-        monkeypatch.setattr(_blocked, "DENSE_FRACTION", 2.0)
+        for name in ("STRIP_FRACTION", "DENSE_FRACTION", "STRIP_FRACTION_HIGH_ORDER", "DENSE_FRACTION_HIGH_ORDER"):
+            monkeypatch.setattr(_sparse, name, 2.0)
     q, k, v = _qkv(B=2, Hq=4, Hkv=2, Lq=70, Lk=70, spread=1.2)
     mask = _mask("pad", 2, 4, 70, 70)
     method = f"normalized_relu:{n}"

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ..mappings.registry import Mapping
 from ._solver import integer_order, solve_entmax_block, solve_softmax_block
-from ._sparse import (DENSE_FRACTION, FLUSH_CANDIDATES, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
+from . import _sparse
+from ._sparse import (FLUSH_CANDIDATES, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
                       threshold_lower_bound, transpose_perm)
 
 __all__ = ["Geometry", "blocked_attention", "DEFAULT_BLOCK_ELEMENTS"]
@@ -230,7 +231,11 @@ class _EntmaxAttention(torch.autograd.Function):
                 if sparse:
                     strips = strip_maxima(S2)
                     t_lb, mx = threshold_lower_bound(strips, a_rows)
-                    cand = extract_candidates(S2, strips, t_lb, max_fraction=DENSE_FRACTION)
+                    high = m_int is not None and m_int >= 3
+                    cand = extract_candidates(S2, strips, t_lb,
+                                              max_fraction=_sparse.DENSE_FRACTION_HIGH_ORDER if high else
+                                              _sparse.DENSE_FRACTION,
+                                              strip_fraction=_sparse.STRIP_FRACTION_HIGH_ORDER if high else None)
                     if cand is not None:
                         parts.add(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb))
                         continue
@@ -499,7 +504,7 @@ class _RowStatAttention(torch.autograd.Function):
             if sparse:
                 S2 = S.view(-1, kend)
                 t = S2.new_full((S2.shape[0], 1), -mapping.bias / mapping.scale)
-                cand = extract_candidates(S2, strip_maxima(S2), t, max_fraction=DENSE_FRACTION)
+                cand = extract_candidates(S2, strip_maxima(S2), t, max_fraction=_sparse.DENSE_FRACTION)
                 if cand is not None:
                     parts.add(_SparseBlock(cand, t, t, None, geo, i0, nb))
                     continue

@@ -49,10 +49,14 @@ SPARSE_BLOCK_ELEMENTS = 1 << 21
 # (fewer, larger ragged ops), which also bounds the memory they take.
 FLUSH_CANDIDATES = 1 << 21
 # A block goes dense when its candidates exceed this fraction of its scores: above it the
-# sparse products and backward cost more than dense sweeps and matmuls (2 CPU cores).
-DENSE_FRACTION = 0.1
+# sparse products and backward cost more than dense sweeps and matmuls (2 CPU cores) ...
+DENSE_FRACTION = 0.25
 # ... or when the strips holding them exceed this fraction (reading them is a gather).
-STRIP_FRACTION = 0.3
+STRIP_FRACTION = 0.6
+# For integer orders m >= 3 (4/3-entmax, ...) the dense sweeps are cheap products and the
+# supports are wide, so the break-even comes earlier (measured on random and trained scores).
+DENSE_FRACTION_HIGH_ORDER = 0.1
+STRIP_FRACTION_HIGH_ORDER = 0.3
 # Chunk maxima per row used for the lower bound (a larger subset gives a tighter bound).
 CHUNKS = 64
 # Newton steps on the chunk maxima (each one is a certified lower bound for α ≤ 2).
@@ -136,18 +140,19 @@ def strip_maxima(S2: Tensor, width: int = STRIP) -> Tensor:
 
 
 def extract_candidates(S2: Tensor, strips: Tensor, t_lb: Tensor, width: int = STRIP,
-                       max_fraction: float = 1.0) -> Candidates | None:
+                       max_fraction: float = 1.0, strip_fraction: float | None = None) -> Candidates | None:
     """Entries of ``S2`` (R, n) strictly above ``t_lb`` (R, 1), in row-major order.
 
     Only strips whose maximum (``strips``, from :func:`strip_maxima`) clears the bound
     are read, so the cost is one pass over the strip maxima plus the hit strips.
     Returns ``None`` when the candidates exceed ``max_fraction`` of the block, or the
-    strips holding them :data:`STRIP_FRACTION` (the block is better handled densely).
+    strips holding them ``strip_fraction`` (default :data:`STRIP_FRACTION`): the block is
+    better handled densely.
     """
     R, n = S2.shape
     ns = strips.shape[1]
     hit = torch.gt(strips, t_lb).view(-1).nonzero().squeeze(1)
-    if hit.numel() * width > STRIP_FRACTION * R * n:
+    if hit.numel() * width > (STRIP_FRACTION if strip_fraction is None else strip_fraction) * R * n:
         return None
     row = torch.div(hit, ns, rounding_mode="floor")
     j = hit - row * ns
