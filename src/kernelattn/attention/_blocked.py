@@ -201,7 +201,7 @@ class _EntmaxAttention(torch.autograd.Function):
                 geo: Geometry, want_support: bool, sparse: bool = False):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
-        BK, GN_all = B * geo.Hkv, geo.G * geo.Lq
+        BK = B * geo.Hkv
         softmax = alpha_t is None and alpha_f == 1.0
         sparse = sparse and not softmax
         m_int = None if alpha_t is not None or softmax else integer_order(alpha_f)
@@ -483,7 +483,6 @@ class _RowStatAttention(torch.autograd.Function):
                 sparse: bool = False):
         dt, dev = q5.dtype, q5.device
         B, Hq, Lq = geo.B, geo.Hq, geo.Lq
-        BK = B * geo.Hkv
         ws = _Workspace(geo.buffer_elements(), 1, dt, dev)
         out = torch.zeros(B, geo.Hkv, geo.G, Lq, geo.Dv, dtype=dt, device=dev)
         m_all = torch.zeros((B, Hq, Lq), dtype=dt, device=dev)
@@ -499,7 +498,6 @@ class _RowStatAttention(torch.autograd.Function):
             if kend == 0:
                 continue
             nb = i1 - i0
-            GN = geo.G * nb
             S, _ = _scores(geo, ws, q5, k3, i0, i1, kend)
             if sparse:
                 S2 = S.view(-1, kend)
