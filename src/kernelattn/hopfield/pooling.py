@@ -36,7 +36,29 @@ def _check_quantity(quantity) -> int:
     return quantity
 
 
-class HopfieldPooling(nn.Module):
+class _WrappedHopfield(nn.Module):
+    """A layer that feeds its own (stored, state, projection) triple to an inner ``Hopfield``."""
+
+    hopfield: Hopfield
+
+    def _prepare_input(self, input):  # (B, S, ·), (B, L, ·), (B, S, ·) in batch-first layout
+        raise NotImplementedError
+
+    def _run(self, input, stored_pattern_padding_mask, association_mask, what: str):
+        hop = self.hopfield
+        bf, hop.batch_first = hop.batch_first, True
+        try:
+            data = self._prepare_input(input)
+            if what == "forward":
+                return hop(data, stored_pattern_padding_mask=stored_pattern_padding_mask,
+                           association_mask=association_mask, return_weights=True)
+            getter = hop.get_association_matrix if what == "weights" else hop.get_projected_pattern_matrix
+            return getter(data, stored_pattern_padding_mask, association_mask)
+        finally:
+            hop.batch_first = bf
+
+
+class HopfieldPooling(_WrappedHopfield):
     """Pool a set with ``quantity`` learned state patterns (multiple-instance learning).
 
     Args:
@@ -93,19 +115,6 @@ class HopfieldPooling(nn.Module):
         state = self.pooling_weights.expand(stored.shape[0], -1, -1)
         return stored, state, projection
 
-    def _run(self, input, stored_pattern_padding_mask, association_mask, what: str):
-        hop = self.hopfield
-        bf, hop.batch_first = hop.batch_first, True
-        try:
-            data = self._prepare_input(input)
-            if what == "forward":
-                return hop(data, stored_pattern_padding_mask=stored_pattern_padding_mask,
-                           association_mask=association_mask, return_weights=True)
-            getter = hop.get_association_matrix if what == "weights" else hop.get_projected_pattern_matrix
-            return getter(data, stored_pattern_padding_mask, association_mask)
-        finally:
-            hop.batch_first = bf
-
     def forward(self, input: Tensor | tuple[Tensor, Tensor], stored_pattern_padding_mask: Tensor | None = None,
                 association_mask: Tensor | None = None,
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -123,7 +132,7 @@ class HopfieldPooling(nn.Module):
         return self._run(input, stored_pattern_padding_mask, association_mask, "values")
 
 
-class HopfieldLayer(nn.Module):
+class HopfieldLayer(_WrappedHopfield):
     """A trainable lookup memory: ``quantity`` learned stored patterns answer the input's states.
 
     Args:
@@ -184,19 +193,6 @@ class HopfieldLayer(nn.Module):
         stored = self.lookup_weights.expand(b, -1, -1)
         targets = stored if self.target_weights is None else self.target_weights.expand(b, -1, -1)
         return stored, state, targets
-
-    def _run(self, input, stored_pattern_padding_mask, association_mask, what: str):
-        hop = self.hopfield
-        bf, hop.batch_first = hop.batch_first, True
-        try:
-            data = self._prepare_input(input)
-            if what == "forward":
-                return hop(data, stored_pattern_padding_mask=stored_pattern_padding_mask,
-                           association_mask=association_mask, return_weights=True)
-            getter = hop.get_association_matrix if what == "weights" else hop.get_projected_pattern_matrix
-            return getter(data, stored_pattern_padding_mask, association_mask)
-        finally:
-            hop.batch_first = bf
 
     def forward(self, input: Tensor, stored_pattern_padding_mask: Tensor | None = None,
                 association_mask: Tensor | None = None,
