@@ -258,3 +258,12 @@ def test_normalized_relu_on_the_sparse_path(n, scale, bias, forced, monkeypatch)
     assert torch.equal(support, (p > 0).sum(-1))
     for a, b in zip(_grads(out, (q, k, v)), _grads(ref, (q, k, v))):
         _close(a, b, 1e-8)
+
+
+def test_a_nan_query_stays_in_its_own_row_as_on_the_blocked_path():
+    q, k, v = (x.detach() for x in _qkv(B=1, Hq=2, Hkv=2, Lq=40, Lk=40))
+    q[0, 0, 5, 0] = math.nan
+    for backend in ("blocked", "sparse"):
+        out = kernel_attention(q, k, v, is_causal=True, method="entmax15", backend=backend)
+        bad = (~torch.isfinite(out)).any(-1)
+        assert bad.nonzero().tolist() == [[0, 0, 5]], backend
