@@ -267,3 +267,10 @@ def test_a_nan_query_stays_in_its_own_row_as_on_the_blocked_path():
         out = kernel_attention(q, k, v, is_causal=True, method="entmax15", backend=backend)
         bad = (~torch.isfinite(out)).any(-1)
         assert bad.nonzero().tolist() == [[0, 0, 5]], backend
+
+
+def test_a_nan_score_in_normalized_relu_stays_nan_on_the_sparse_path():
+    q, k, v = (x.detach() for x in _qkv(B=1, Hq=2, Hkv=2, Lq=40, Lk=40))
+    q[0, 1, 7, 2] = math.nan
+    out = kernel_attention(q, k, v, is_causal=True, method="normalized_relu", relu_scale=1.0, bias=0.5)
+    assert (~torch.isfinite(out)).any(-1).nonzero().tolist() == [[0, 1, 7]]

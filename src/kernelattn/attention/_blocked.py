@@ -231,13 +231,14 @@ class _EntmaxAttention(torch.autograd.Function):
                 if sparse:
                     strips = strip_maxima(S2)
                     t_lb, mx = threshold_lower_bound(strips, a_rows)
+                    nan_rows = torch.isnan(mx).view(-1)
                     high = m_int is not None and m_int >= 3
                     cand = extract_candidates(S2, strips, t_lb,
                                               max_fraction=_sparse.DENSE_FRACTION_HIGH_ORDER if high else
                                               _sparse.DENSE_FRACTION,
                                               strip_fraction=_sparse.STRIP_FRACTION_HIGH_ORDER if high else None)
                     if cand is not None:
-                        parts.add(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb))
+                        parts.add(_SparseBlock(cand, t_lb, mx, a_rows, geo, i0, nb, nan_rows))
                         continue
                     t_init = t_lb
                 P, st = solve_entmax_block(S2, a_rows, U, W, t_init=t_init)
@@ -337,9 +338,10 @@ def _dalpha(alpha_rows: Tensor, dp_p: Tensor, r: Tensor, dp_plogp: Tensor, ent: 
 class _SparseBlock:
     """One block's candidates, mapped to global rows and key columns."""
 
-    __slots__ = ("values", "col", "lengths", "row_ids", "mx", "t_lb", "alpha")
+    __slots__ = ("values", "col", "lengths", "row_ids", "mx", "t_lb", "alpha", "nan_ids")
 
-    def __init__(self, cand, t_lb: Tensor, mx: Tensor, a_rows, geo: Geometry, i0: int, nb: int):
+    def __init__(self, cand, t_lb: Tensor, mx: Tensor, a_rows, geo: Geometry, i0: int, nb: int,
+                 nan_rows: Tensor):
         R = t_lb.shape[0]
         GN = geo.G * nb
         local = torch.arange(R, device=t_lb.device)
@@ -351,6 +353,9 @@ class _SparseBlock:
         self.lengths = torch.bincount(cand.local_row, minlength=R)
         self.mx, self.t_lb = mx, t_lb
         self.alpha = a_rows if isinstance(a_rows, Tensor) else None
+        # rows with a NaN score have no candidates (NaN clears no bound): their output must
+        # be NaN, as on the dense path, not a finite zero
+        self.nan_ids = self.row_ids[nan_rows] if bool(nan_rows.any()) else None
 
 
 class _SparseState:
@@ -383,6 +388,7 @@ class _SparseParts:
         if not self.pending:
             return
         sp = self.solve(self.pending)
+        nan_ids = [b.nan_ids for b in self.pending if b.nan_ids is not None]
         self.pending, self.count = [], 0
         geo, ids = self.geo, sp.row_ids
         A = csr(sp.rows.crow, sp.rows.col, sp.rows.p, (ids.shape[0], geo.B * geo.Hkv * geo.Lk))
@@ -391,6 +397,8 @@ class _SparseParts:
             self.t_all.view(-1).index_copy_(0, ids, sp.rows.t.view(-1))
         if self.support is not None:
             self.support.view(-1).index_copy_(0, ids, sp.rows.crow.diff())
+        for bad in nan_ids:
+            self.out.view(-1, geo.Dv)[bad] = float("nan")
         self.states.append(sp)
 
     def finish(self) -> list:
@@ -502,9 +510,10 @@ class _RowStatAttention(torch.autograd.Function):
             if sparse:
                 S2 = S.view(-1, kend)
                 t = S2.new_full((S2.shape[0], 1), -mapping.bias / mapping.scale)
-                cand = extract_candidates(S2, strip_maxima(S2), t, max_fraction=_sparse.DENSE_FRACTION)
+                strips = strip_maxima(S2)
+                cand = extract_candidates(S2, strips, t, max_fraction=_sparse.DENSE_FRACTION)
                 if cand is not None:
-                    parts.add(_SparseBlock(cand, t, t, None, geo, i0, nb))
+                    parts.add(_SparseBlock(cand, t, t, None, geo, i0, nb, torch.isnan(strips).any(-1)))
                     continue
             dense_blocks.append((i0, i1, kend))
             m, t = _row_stats(S, mapping)
