@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..mappings import Mapping, resolve_mapping
-from ..mappings._checks import check_alpha, check_scores, compute_dtype
+from .._validation import check_alpha, check_scores, compute_dtype
 from ..mappings.entmax import EntmaxFunction, masked_softmax
 from ..mappings.threshold import entmax15_threshold, entmax_threshold
 

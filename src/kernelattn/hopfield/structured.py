@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..mappings._checks import check_scores
+from .._validation import check_scores
 
 __all__ = ["constrained_sparsemax", "sequential_ksubsets"]
 
