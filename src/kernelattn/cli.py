@@ -162,6 +162,14 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .experiments.reproduce import report
+
+    for path in report(args.results, args.out):
+        print(path)
+    return 0
+
+
 def _preset_tasks_help() -> str:
     from .experiments.presets import PRESETS
 
@@ -228,6 +236,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("report", help="regenerate results.md and the plots of a sweep from its results.json")
+    p.add_argument("results", help="a results.json written by `kernelattn reproduce`, or its folder")
+    p.add_argument("--out", default=None, help="output folder (default: next to results.json)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("hopfield-bench", help="masked-digit retrieval per Hopfield mapping and memory size, "
                                               "metastable-state counts, and a HopfieldPooling MIL example: "

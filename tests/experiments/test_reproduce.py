@@ -44,6 +44,11 @@ def test_tiny_sweep_writes_results_table_and_plots(tmp_path, capsys):
     capsys.readouterr()
     reproduce(TINY, tasks=["copy"], methods=["softmax", "sparsemax"], seeds=[0, 1], out=str(out), jobs=1)
     assert "4 runs (4 already finished)" in capsys.readouterr().out
+    # the docs are a function of results.json alone: `kernelattn report` rebuilds the same table elsewhere
+    again = tmp_path / "again"
+    assert main(["report", str(out / "results.json"), "--out", str(again)]) == 0
+    assert (again / "results.md").read_text() == (out / "results.md").read_text()
+    assert (again / "length_generalisation.png").stat().st_size > 5000
 
 
 def test_icll_and_lm_records_and_baselines(tmp_path):
@@ -71,6 +76,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     resumed = execute_run(spec, TINY, str(out))
     pick = lambda rs: [(r["metric"], r.get("length"), r["value"]) for r in rs if r["metric"] != "train_seconds"]
     assert pick(full) == pick(resumed)
+
+
+def test_report_refuses_a_file_that_is_not_a_results_json(capsys, tmp_path):
+    (tmp_path / "results.json").write_text("[1, 2]")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a results.json written by `kernelattn reproduce`" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
 
 
 def test_cli_rejects_bad_arguments(capsys, tmp_path):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .presets import ALL_METHODS, ALL_TASKS, PRESETS, Preset
 
-__all__ = ["RunSpec", "plan_runs", "execute_run", "reproduce", "aggregate"]
+__all__ = ["RunSpec", "plan_runs", "execute_run", "reproduce", "aggregate", "report"]
 
 LENGTH_TASKS = ("copy", "reverse", "sort", "mqmtar")
 
@@ -355,3 +355,35 @@ def aggregate(records: list[dict], out: Path, preset: str = "", provenance: dict
     from .plots import plot_all
 
     return plot_all(records, out)
+
+
+def report(results: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Regenerate ``results.md`` and the plots from a sweep's ``results.json``.
+
+    The tables and figures are a function of the records alone, so a committed
+    ``results.json`` (with its provenance) is the single source of what the docs show.
+
+    Args:
+        results: a ``results.json`` written by :func:`reproduce`, or the folder holding it.
+        out: where to write ``results.md`` and the PNGs (default: next to ``results.json``);
+            ``results.json`` itself is copied there unchanged when ``out`` is another folder.
+
+    Returns:
+        The files written (``results.md`` first, then the plots).
+    """
+    path = Path(results)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ValueError(f"no results.json at {path}; pass a results.json written by `kernelattn reproduce` "
+                         f"or the folder holding it")
+    try:
+        data = json.loads(path.read_text())
+        records, prov = data["records"], data.get("provenance") or {}
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a results.json written by `kernelattn reproduce` (expected an object with "
+                         f"'provenance' and 'records')") from None
+    dest = Path(out) if out is not None else path.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    plots = aggregate(records, dest, preset=prov.get("preset", ""), provenance=prov)
+    return [dest / "results.md", *plots]
