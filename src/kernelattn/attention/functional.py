@@ -215,6 +215,28 @@ def _adasplash(query, key, value, alpha, causal_offset, scale):
     return adasplash(query, key, value, alpha=float(alpha), is_causal=causal_offset == 0)
 
 
+def _visible_mean(value: Tensor, mask: Tensor | None, causal_offset: int | None, Hq: int, Lq: int) -> Tensor:
+    """Mean of the values each query may see, ``(B, Hq, Lq, Dv)``; zeros where it sees none.
+
+    The uniform fallback of ``normalized_relu_paper`` on a row with an empty support.
+    ``value`` is ``(B, Hkv, Lk, Dv)``. Under the causal mask alone this is a prefix mean
+    (memory linear in length); an explicit ``mask`` is already ``Lq × Lk``, so the
+    masked mean uses it directly.
+    """
+    B, Hkv, Lk, Dv = value.shape
+    v = value.repeat_interleave(Hq // Hkv, dim=1) if Hq != Hkv else value  # (B, Hq, Lk, Dv)
+    if mask is None:
+        rows = torch.arange(Lq, device=v.device)
+        counts = torch.full_like(rows, Lk) if causal_offset is None else (rows + causal_offset + 1).clamp(0, Lk)
+        prefix = torch.cat([v.new_zeros(B, Hq, 1, Dv), v.cumsum(2)], dim=2)  # prefix[n] = sum of the first n
+        return prefix[:, :, counts] / counts.clamp_min(1).to(v.dtype).view(Lq, 1)
+    vis = mask if mask.dtype == torch.bool else ~torch.isneginf(mask)
+    if causal_offset is not None:
+        vis = vis & torch.ones(Lq, Lk, dtype=torch.bool, device=v.device).tril(diagonal=causal_offset)
+    vis = vis.expand(B, Hq, Lq, Lk).to(v.dtype)
+    return (vis @ v) / vis.sum(-1, keepdim=True).clamp_min(1)
+
+
 def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, method, alpha, topk,
                backend, block_size, return_support, dropout_p, options):
     _check_inputs(query, key, value, enable_gqa)
@@ -266,8 +288,16 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
         alpha_arg = alpha_t.expand(B, Hq, 1, 1) if alpha_t.shape[:2] != (B, Hq) else alpha_t
     else:
         alpha_arg = None
-    out5, support = blocked_attention(q5, k3, v3, geo, mapping, alpha_arg, return_support, sparse=name == "sparse")
-    out = out5.view(B, Hq, Lq, Dv).to(query.dtype)
+    uniform_empty = mapping.kind == "normalized_relu" and mapping.empty == "uniform"
+    out5, support = blocked_attention(q5, k3, v3, geo, mapping, alpha_arg, return_support or uniform_empty,
+                                      sparse=name == "sparse")
+    out = out5.view(B, Hq, Lq, Dv)
+    if uniform_empty:
+        # Rows whose support is empty (a NaN row keeps its NaN) take the mean of the values they may see.
+        empty = ((support.view(B, Hq, Lq) == 0) & ~out.isnan().any(-1)).unsqueeze(-1)
+        out = torch.where(empty, _visible_mean(v4.to(cdt), mask, causal_offset, Hq, Lq), out)
+        support = support if return_support else None
+    out = out.to(query.dtype)
     if squeeze:
         out = out.squeeze(0)
         support = support.squeeze(0) if support is not None else None
@@ -293,8 +323,10 @@ def kernel_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
             head ``h // (Hq/Hkv)``).
         method: mapping name (``softmax``/``gaussian``, ``sparsemax``/``epanechnikov``,
             ``entmax15``/``biweight``, ``entmax43``/``triweight``, ``entmax:<α>``,
-            ``normalized_relu[:<n>]``, ``relumax``, ``topk_softmax``, ``topk_uniform``)
-            or a :class:`~kernelattn.mappings.Mapping` (e.g. from :func:`kernel_mapping`).
+            ``normalized_relu[:<n>]``, ``relumax``, ``topk_softmax``, ``topk_uniform``,
+            ``normalized_relu_paper``: ``relu(s)/Σ`` with uniform weights over the
+            admissible keys on a row with an empty support) or a
+            :class:`~kernelattn.mappings.Mapping` (e.g. from :func:`kernel_mapping`).
         alpha: α-entmax with this α instead of ``method``: a float >= 1, or a tensor > 1
             shaped ``()``, ``(Hq,)`` or ``(1|B, 1|Hq, 1, 1)``; a tensor that requires grad
             receives one.

@@ -40,8 +40,11 @@ def _safe_normalize(w: Tensor, dim: int) -> Tensor:
     return w / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
+EMPTY_ROW = ("zeros", "uniform")
+
+
 def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
-                    bias: float | Tensor = 0.0) -> Tensor:
+                    bias: float | Tensor = 0.0, empty: str = "zeros") -> Tensor:
     """Normalised ReLUⁿ: ``w ∝ relu(scale·x + bias)^n`` (n-weight kernel, fixed bandwidth).
 
     Use :func:`kernel_affine` to get ``scale``/``bias`` from a bandwidth.
@@ -52,14 +55,21 @@ def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
         dim: dimension to normalise over.
         scale: ``a > 0``.
         bias: ``b``, a float or a tensor broadcastable to ``x`` (e.g. per-key norms).
+        empty: what a row with no entry in the support gets: ``"zeros"`` (default), or
+            ``"uniform"`` — equal weights on the row's unmasked (not ``-inf``) entries,
+            the fallback of the paper's code (``normalized_relu_paper``).
 
     Returns:
-        Tensor of ``x``'s shape and dtype; rows with no entry in the support are zeros.
+        Tensor of ``x``'s shape and dtype; rows with no entry in the support are zeros
+        (or uniform, see ``empty``); fully masked rows are zeros either way.
     """
     dim = check_scores(x, dim)
     n = check_positive_int(n, "n", " (kernel order: 1 = Epanechnikov, 2 = biweight, 3 = triweight)")
     if not float(scale) > 0:
         raise ValueError(f"scale must be > 0 (it is 2/h² for bandwidth h), got {scale}")
+    if empty not in EMPTY_ROW:
+        raise ValueError(f"empty must be one of {EMPTY_ROW} (what a row with no key in the support gets), "
+                         f"got {empty!r}")
     cdt = compute_dtype(x)
     xc = x.to(cdt)
     if isinstance(bias, Tensor):
@@ -71,6 +81,11 @@ def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
         # would underflow to 0 for tiny weights and overflow for huge ones.
         top = w.amax(dim=dim, keepdim=True)
         w = (w / torch.where(top > 0, top, torch.ones_like(top))).pow(n)
+    if empty == "uniform":
+        # An empty support has a zero sum (a NaN row keeps its NaN sum, so stays NaN);
+        # such a row spreads its weight evenly over the entries it may see.
+        visible = (~torch.isneginf(xc)).to(cdt)
+        w = torch.where(w.sum(dim=dim, keepdim=True) == 0, visible, w)
     return _safe_normalize(w, dim).to(x.dtype)
 
 

@@ -5,6 +5,11 @@ Canonical names (aliases in parentheses), as the paper compares them:
 (``biweight``), ``entmax43`` (``triweight``), ``normalized_relu`` (also
 ``normalized_relu:<n>``), ``relumax``, ``topk_softmax``, ``topk_uniform``, and
 ``entmax:<alpha>`` for any α >= 1.
+
+``normalized_relu_paper`` is the normalised ReLU of the paper's code: ``relu(s)/Σ``
+(Epanechnikov at the fixed bandwidth h = √2 when ``s`` is a cosine) with uniform
+weights over the visible keys on a row whose support is empty, where
+``normalized_relu`` gives zeros.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ._checks import check_alpha, check_scores
 __all__ = ["Mapping", "resolve_mapping", "METHODS", "ALIASES"]
 
 METHODS = ("softmax", "sparsemax", "entmax15", "entmax43", "normalized_relu", "relumax",
-           "topk_softmax", "topk_uniform")
+           "topk_softmax", "topk_uniform", "normalized_relu_paper")
 ALIASES = {"gaussian": "softmax", "epanechnikov": "sparsemax", "biweight": "entmax15",
            "triweight": "entmax43", "entmax": "entmax15", "relu": "normalized_relu"}
 _ALPHA = {"softmax": 1.0, "sparsemax": 2.0, "entmax15": 1.5, "entmax43": 4.0 / 3.0}
@@ -39,6 +44,8 @@ class Mapping:
         n: kernel order for ``normalized_relu``.
         k: number kept for the top-k kinds.
         scale, bias: affine map of :func:`normalized_relu`.
+        empty: what a ``normalized_relu`` row with an empty support gets, ``"zeros"``
+            or ``"uniform"`` (over the keys the row may see).
         temperature: of :func:`relumax`.
     """
 
@@ -50,6 +57,7 @@ class Mapping:
     scale: float = 1.0
     bias: float = 0.0
     temperature: float = 1.0
+    empty: str = "zeros"
 
     @property
     def is_softmax(self) -> bool:
@@ -62,7 +70,7 @@ class Mapping:
             dim = check_scores(x, dim)
             return EntmaxFunction.apply(x, self.alpha, dim)
         if self.kind == "normalized_relu":
-            return normalized_relu(x, self.n, dim, self.scale, self.bias)
+            return normalized_relu(x, self.n, dim, self.scale, self.bias, self.empty)
         if self.kind == "relumax":
             return relumax(x, dim, self.temperature)
         if self.kind == "topk_softmax":
@@ -100,6 +108,11 @@ def resolve_mapping(method: str | Mapping, *, topk: int | None = None, **options
             raise ValueError(f"method {method!r}: expected entmax:<alpha> with a number, e.g. entmax:1.25") from None
         a = check_alpha(a, None, -1)
         return Mapping(name=f"entmax:{a:g}", kind="entmax", alpha=a)
+    if name == "normalized_relu_paper":
+        # relu(s)/Σ: slope 1, offset 0 -- on cosines, Epanechnikov at h = √2 (a = 2/h² = 1,
+        # b = 1 - 2/h² = 0); the paper's code falls back to uniform weights on an empty row.
+        allowed = {k: v for k, v in options.items() if k in ("scale", "bias")}
+        return Mapping(name=name, kind="normalized_relu", n=1, empty="uniform", **allowed)
     if name == "normalized_relu" or name.startswith("normalized_relu:"):
         n = 1
         if ":" in name:
