@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..models.memory_mosaics import MEMORY_MOSAICS_ONLY
 from .presets import ALL_METHODS, ALL_TASKS, PRESETS, Preset
 
 __all__ = ["RunSpec", "plan_runs", "execute_run", "reproduce", "aggregate", "report"]
@@ -90,13 +91,13 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
     ov = [f"model.arch={spec.arch}", f"model.method={spec.method}", f"model.topk={preset.topk}",
           f"model.block_size={longest}", f"data.seq_len={task.seq_len}",
           f"optim.max_steps={plan.steps}", f"optim.batch_size={plan.batch_size}", f"optim.lr={plan.lr}",
-          f"optim.min_lr={plan.min_lr}", f"optim.warmup_steps={plan.warmup_steps}",
+          f"optim.grad_accum={plan.grad_accum}", f"optim.min_lr={plan.min_lr}", f"optim.warmup_steps={plan.warmup_steps}",
           f"optim.weight_decay={plan.weight_decay}", f"run.eval_interval={plan.eval_interval}",
           f"run.ckpt_interval={max(50, plan.steps // 4)}", "run.eval_batches=2", f"run.log_interval=10",
           f"run.out_dir={folder}", f"run.seed={spec.seed}", f"run.device={device}", f"run.progress={progress}",
           # the task as data source, so the run's saved config.json rebuilds it (`kernelattn train --resume`)
           f"data.source={spec.task}", f"data.options={json.dumps(_task_options(spec, preset))}"]
-    ov += [f"model.{k}={v}" for k, v in model.items() if not (spec.arch == "gpt" and k == "pmem_size")]
+    ov += [f"model.{k}={v}" for k, v in model.items() if not (spec.arch == "gpt" and k in MEMORY_MOSAICS_ONLY)]
     cfg = load_config(None, ov)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, source=task)
@@ -143,7 +144,7 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
     else:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     tasks = list(tasks or p.default_tasks)
-    methods = list(methods or ALL_METHODS)
+    methods = list(methods or p.methods)
     for t in tasks:
         if t not in p.tasks:
             raise ValueError(f"unknown task {t!r} in --tasks; choose from {', '.join(ALL_TASKS)}")

@@ -35,6 +35,10 @@ class ModelSection:
     dropout: float = 0.0
     learn_alpha: bool = False
     pmem_size: int | None = None  #: Memory Mosaics persistent slots (default 3.5·n_embd)
+    init: str = "default"  #: Memory Mosaics weight init: default | paper (N(0, 1/fan_in), out /sqrt(L))
+    parametrization: str = "default"  #: Memory Mosaics β/λ/value/persistent-memory form: default | paper
+    attn_dropout: float = 0.0  #: Memory Mosaics dropout on persistent-memory slot weights
+    embd_dropout: float | None = None  #: Memory Mosaics embedding dropout (default: model.dropout)
     n_kv_head: int | None = None  #: GPT grouped-query heads
     vocab_size: int | None = None  #: default: the data's vocabulary
 
@@ -104,6 +108,20 @@ class TrainConfig:
             resolve_mapping(m.method, topk=m.topk)
         except ValueError as e:
             raise ConfigError(f"model.method: {e}") from None
+        for name in ("init", "parametrization"):
+            if getattr(m, name) not in ("default", "paper"):
+                raise ConfigError(f"model.{name}={getattr(m, name)!r}: choose default or paper")
+        for name in ("dropout", "attn_dropout", "embd_dropout"):
+            v = getattr(m, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {v}")
+        if m.arch == "gpt":
+            non_default = [f"model.{f.name}" for f in dataclasses.fields(ModelSection)
+                           if f.name in ("init", "parametrization", "attn_dropout", "embd_dropout")
+                           and getattr(m, f.name) != f.default]
+            if non_default:
+                raise ConfigError(f"{', '.join(non_default)} apply to model.arch=memory_mosaics only; "
+                                  f"leave them unset for gpt")
         if d.seq_len < 1:
             raise ConfigError(f"data.seq_len must be >= 1, got {d.seq_len}")
         if d.seq_len > m.block_size:

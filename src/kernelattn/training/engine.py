@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data import IGNORE, BatchSource, TextCorpus, generate_stories, read_corpus, step_generator
 from ..models import build_model
+from ..models.memory_mosaics import MEMORY_MOSAICS_ONLY
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, init_distributed
@@ -141,7 +142,8 @@ class Trainer:
         if arch == "memory_mosaics":
             m.pop("n_kv_head")
         else:
-            m.pop("pmem_size")
+            for name in MEMORY_MOSAICS_ONLY:
+                m.pop(name)
         self.model = build_model(arch, **m).to(self.device)
         o = cfg.optim
         self.optimizer = make_optimizer(self.model, o.lr, o.weight_decay, (o.beta1, o.beta2), self.device.type)
