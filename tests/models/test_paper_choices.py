@@ -319,7 +319,8 @@ def test_paper_preset_uses_the_papers_choices():
     assert (copy.lr, copy.min_lr, copy.warmup_steps, copy.steps, copy.weight_decay, copy.batch_size) == \
         (1e-3, 5e-5, 40000, 156250, 0.1, 256)
     lm = p.tasks["lm"]
-    assert (lm.lr, lm.steps, lm.batch_size, lm.seq_len) == (5e-3, 80000, 512, 512)
+    assert (lm.lr, lm.min_lr, lm.warmup_steps, lm.steps, lm.batch_size, lm.grad_accum, lm.seq_len) == \
+        (5e-3, 1e-4, 2000, 80000, 512, 32, 512)
     icll = p.tasks["icll"]
     assert (icll.lr, icll.weight_decay, icll.model["n_embd"], icll.model["pmem_size"]) == (1e-4, 0.01, 128, 448)
     assert PRESETS["quick"].methods == DEFAULT_METHODS and set(p.methods) <= set(ALL_METHODS)

@@ -22,7 +22,8 @@ __all__ = ["plot_all"]
 
 _STYLE = {"softmax": ("black", "-"), "sparsemax": ("tab:blue", "-"), "entmax15": ("tab:orange", "-"),
           "entmax43": ("tab:green", "-"), "normalized_relu": ("tab:purple", "--"), "relumax": ("tab:brown", "--"),
-          "topk_softmax": ("tab:gray", ":"), "topk_uniform": ("tab:pink", ":"), "2gram": ("tab:olive", "-."),
+          "topk_softmax": ("tab:gray", ":"), "topk_uniform": ("tab:pink", ":"),
+          "normalized_relu_paper": ("tab:red", "--"), "2gram": ("tab:olive", "-."),
           "3gram": ("tab:cyan", "-.")}
 _ORDER = list(_STYLE)
 

@@ -24,7 +24,7 @@ class KernelMultiheadAttention(nn.Module):
             default ``H``.
         method: mapping name (``softmax``, ``sparsemax``, ``entmax15``, ``entmax43``,
             ``normalized_relu``, ``relumax``, ``topk_softmax``, ``topk_uniform``,
-            ``entmax:<α>``, or the kernel aliases).
+            ``normalized_relu_paper``, ``entmax:<α>``, or the kernel aliases).
         topk: ``k`` for the top-k methods.
         learn_alpha: learn α per head (α-entmax); initialised from ``method``'s α (1.5
             if the method is not an entmax) and kept > 1 as ``1 + softplus(θ)``.

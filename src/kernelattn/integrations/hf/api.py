@@ -48,7 +48,7 @@ def register(methods: tuple[str, ...] | list[str] | None = None) -> list[str]:
         methods: method names to register; default every method of
             :data:`kernelattn.mappings.METHODS` (``softmax``, ``sparsemax``, ``entmax15``,
             ``entmax43``, ``normalized_relu``, ``relumax``, ``topk_softmax``,
-            ``topk_uniform``). ``entmax:<α>`` names may be added too.
+            ``topk_uniform``, ``normalized_relu_paper``). ``entmax:<α>`` names may be added too.
 
     Returns:
         The registered implementation names.
