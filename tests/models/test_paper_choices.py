@@ -304,25 +304,3 @@ def test_train_config_builds_the_paper_model(tmp_path):
                                      ("init", "parametrization", "attn_dropout", "embd_dropout")]
                               + ["model.arch=gpt", f"run.out_dir={tmp_path / 'gpt'}"])).model
     assert isinstance(gpt.config, GPTConfig) and gpt.config.dropout == 0.05
-
-
-def test_paper_preset_uses_the_papers_choices():
-    from kernelattn.experiments.presets import ALL_METHODS, DEFAULT_METHODS, PRESETS
-
-    p = PRESETS["paper"]
-    assert p.topk == 16
-    assert "normalized_relu_paper" in p.methods and "normalized_relu" not in p.methods
-    assert p.model["init"] == p.model["parametrization"] == "paper"
-    assert p.model["dropout"] == p.model["attn_dropout"] == 0.05 and p.model["embd_dropout"] == 0.0
-    assert (p.model["n_embd"], p.model["pmem_size"]) == (512, 2688)
-    copy = p.tasks["copy"]
-    assert (copy.lr, copy.min_lr, copy.warmup_steps, copy.steps, copy.weight_decay, copy.batch_size) == \
-        (1e-3, 5e-5, 40000, 156250, 0.1, 256)
-    lm = p.tasks["lm"]
-    assert (lm.lr, lm.min_lr, lm.warmup_steps, lm.steps, lm.batch_size, lm.grad_accum, lm.seq_len) == \
-        (5e-3, 1e-4, 2000, 80000, 512, 32, 512)
-    icll = p.tasks["icll"]
-    assert (icll.lr, icll.weight_decay, icll.model["n_embd"], icll.model["pmem_size"]) == (1e-4, 0.01, 128, 448)
-    assert PRESETS["quick"].methods == DEFAULT_METHODS and set(p.methods) <= set(ALL_METHODS)
-    for m in p.methods:
-        resolve_mapping(m, topk=p.topk)
