@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_choice
 from ._checks import check_positive_int, check_scores, compute_dtype
 
 __all__ = ["normalized_relu", "relumax", "kernel_affine", "NormalizedReLU", "ReLUMax"]
@@ -67,9 +68,7 @@ def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
     n = check_positive_int(n, "n", " (kernel order: 1 = Epanechnikov, 2 = biweight, 3 = triweight)")
     if not float(scale) > 0:
         raise ValueError(f"scale must be > 0 (it is 2/h² for bandwidth h), got {scale}")
-    if empty not in EMPTY_ROW:
-        raise ValueError(f"empty must be one of {EMPTY_ROW} (what a row with no key in the support gets), "
-                         f"got {empty!r}")
+    check_choice(empty, "empty", EMPTY_ROW)  # what a row with no key in the support gets
     cdt = compute_dtype(x)
     xc = x.to(cdt)
     if isinstance(bias, Tensor):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._validation import check_choice, check_probability
 from ..attention import kernel_attention
 from ..mappings import alpha_from_parameter, alpha_parameter, resolve_mapping
 from ..modules.leaky import leaky_average
@@ -21,7 +22,7 @@ from .common import LayerNorm, check_common
 
 __all__ = ["MemoryMosaicsConfig", "MemoryMosaics", "ContextMemory", "PersistentMemory", "MEMORY_MOSAICS_ONLY"]
 
-#: config fields only Memory Mosaics has (a GPT config rejects them)
+#: config fields only Memory Mosaics has (GPTConfig has none of them; runs of a gpt drop them)
 MEMORY_MOSAICS_ONLY = ("pmem_size", "init", "parametrization", "attn_dropout", "embd_dropout")
 _CHOICES = ("default", "paper")
 # The paper code's parameters are stored divided by 10 and mapped back with exp/abs (its
@@ -88,12 +89,10 @@ class MemoryMosaicsConfig:
             raise ValueError(f"bandwidth_init must be > 0 or null (the parametrization's default), "
                              f"got {self.bandwidth_init}")
         for name in ("init", "parametrization"):
-            if getattr(self, name) not in _CHOICES:
-                raise ValueError(f"{name} must be one of {', '.join(_CHOICES)}, got {getattr(self, name)!r}")
-        for name in ("attn_dropout", "embd_dropout"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v}")
+            check_choice(getattr(self, name), name, _CHOICES)
+        check_probability(self.attn_dropout, "attn_dropout")
+        if self.embd_dropout is not None:
+            check_probability(self.embd_dropout, "embd_dropout", " (or null: the same as dropout)")
         return self
 
     @property
