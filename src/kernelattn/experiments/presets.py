@@ -83,7 +83,9 @@ PRESETS: dict[str, Preset] = {
                                steps=10, batch_size=8, eval_interval=5),
             "icll": TaskPlan(options=dict(n_val=4, n_test=8), seq_len=64, steps=10, batch_size=4, eval_interval=5,
                              train_sizes=(10, 40)),
-            "lm": TaskPlan(options=dict(n_stories=60, n_eval=8), seq_len=32, steps=10, batch_size=4, eval_interval=5),
+            # the BPE path end to end (a tokenizer trained on the 60 stories)
+            "lm": TaskPlan(options=dict(n_stories=60, n_eval=8, tokenizer="bpe", vocab_size=384), seq_len=32, steps=10,
+                           batch_size=4, eval_interval=5),
         },
         topk=2,
     ),
@@ -110,7 +112,9 @@ PRESETS: dict[str, Preset] = {
                              min_lr=1e-5, weight_decay=0.01, warmup_steps=500, eval_interval=2000,
                              train_sizes=(1000, 2500, 5000, 10000, 20000, 40000),
                              model=dict(n_embd=128, n_head=8, pmem_size=448)),
-            "lm": TaskPlan(options=dict(n_stories=50000), seq_len=512, steps=20000, batch_size=64, lr=6e-4,
+            # a byte-level BPE as the paper's GPT-2 tokenizer, trained on the generated stories
+            # (50k ids would be mostly unused on them)
+            "lm": TaskPlan(options=dict(n_stories=50000, tokenizer="bpe", vocab_size=8192), seq_len=512, steps=20000, batch_size=64, lr=6e-4,
                            min_lr=6e-5, weight_decay=0.1, warmup_steps=1000, eval_interval=1000,
                            model=dict(n_layer=12, n_head=12, n_embd=768)),
         },
