@@ -57,9 +57,12 @@ PRESETS: dict[str, Preset] = {
             "copy": TaskPlan(options=_LG, steps=300),
             "reverse": TaskPlan(options=_LG_SHORT, steps=1000),
             "sort": TaskPlan(options=_LG_SHORT, steps=1000),
-            # the paper's layout and training lengths, small alphabet (32 symbols, words drawn
-            # from all 32² keys); 4 queries need >= 4 pairs, i.e. contexts of >= 32 tokens
-            "mqmtar": TaskPlan(options=dict(train_min=32, train_max=64, test_lengths=(64, 128, 256)), steps=300),
+            # the paper's layout and training lengths with a small alphabet (32 symbols, words
+            # from all 32² keys) and one query per sequence: with the paper's four, a query's key
+            # sits up to 12 tokens before its answer and 300 steps reach 9% recall (softmax,
+            # measured), with one 93% in distribution and 66% at 256
+            "mqmtar": TaskPlan(options=dict(train_min=32, train_max=64, test_lengths=(64, 128, 256), n_queries=1),
+                               steps=300),
             "icll": TaskPlan(options=dict(n_val=32, n_test=100), seq_len=128, steps=200, batch_size=32,
                              lr=2e-3, train_sizes=(100, 1000)),
             "lm": TaskPlan(options=dict(n_stories=1500), seq_len=128, steps=300, batch_size=16, lr=2e-3),
