@@ -84,6 +84,14 @@ def test_fixed_number_of_pairs_option():
     assert parse(t, x, y)[0].count(t.vocab.COLON) == 80 and len(x) == t.total_length(2048)
 
 
+def test_training_batches_fit_every_training_length():
+    t = MQMTARTask(train_min=32, train_max=71, test_lengths=(71,))
+    assert t.total_length(64) > t.total_length(71)  # 8 pairs x 8 tokens vs 9 pairs x 7
+    assert t.seq_len == max(t.total_length(n) for n in range(32, 72))
+    x, y = t.sample("train", 64, torch.Generator().manual_seed(0))
+    assert x.shape == (64, t.seq_len)
+
+
 def test_other_key_and_value_lengths():
     t = MQMTARTask(train_min=40, train_max=40, test_lengths=(40,), key_len=1, value_len=3, n_queries=2)
     x, y = t.example(40, random.Random(2))

@@ -90,7 +90,9 @@ class SequenceTask:
         self.seed, self.n_eval, self.eval_batch, self.eval_tokens = seed, n_eval, eval_batch, eval_tokens
         self.score_eos = bool(score_eos)
         self._setup()
-        self.seq_len = self.total_length(self.train_max)
+        # the longest training sequence (MQMTAR's length is not monotonic in n: 64 -> 8 pairs of
+        # 8 tokens, 71 -> 9 pairs of 7, 63 context tokens)
+        self.seq_len = max(self.total_length(n) for n in range(self.train_min, self.train_max + 1))
 
     def _make_vocab(self, alphabet: int) -> Vocab:
         return Vocab(alphabet)
