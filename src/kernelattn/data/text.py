@@ -74,10 +74,13 @@ class TextCorpus:
             (:func:`split_text`).
     """
 
+    vocab_size = 256  #: byte ids; an instance with a tokenizer has the tokenizer's size
+
     def __init__(self, text: str, seq_len: int, val_fraction: float = 0.1, tokenizer=None):
         train, val = split_text(text, seq_len, val_fraction)
         self.seq_len = seq_len
-        self.vocab_size = 256 if tokenizer is None else tokenizer.vocab_size
+        if tokenizer is not None:
+            self.vocab_size = tokenizer.vocab_size
         self.splits = {}
         for name, part in (("train", train), ("val", val)):
             if tokenizer is None:
