@@ -45,24 +45,6 @@ def test_generation_is_deterministic_and_seeded():
     assert not torch.equal(CopyTask(seed=1).eval_set(32)[0], CopyTask(seed=2).eval_set(32)[0])
 
 
-def test_mqmtar_queries_ask_listed_keys_and_label_their_values():
-    t = MQMTARTask(train_min=24, train_max=48, n_queries=3)
-    v = t.vocab
-    for seed in range(20):
-        x, y = t.example(40, random.Random(seed))
-        assert len(x) == t.total_length(40) - 5 * (3 - min(3, 40 // 8)) or len(x) <= t.total_length(40)
-        sep = x.index(v.SEP)
-        ctx = x[1:sep]
-        pairs = {(ctx[i], ctx[i + 1]): (ctx[i + 3], ctx[i + 4]) for i in range(len(ctx) - 4) if ctx[i + 2] == v.COLON}
-        assert len(pairs) == 40 // 8  # keys distinct, all listed
-        assert ctx.count(v.FILL) == 40 - 6 * len(pairs)
-        for q in [i for i, tok in enumerate(x) if tok == v.QUERY]:
-            key = (x[q + 1], x[q + 2])
-            assert pairs[key] == (x[q + 3], x[q + 4])
-            assert (y[q + 2], y[q + 3]) == pairs[key]  # position of k2 predicts v1, of v1 predicts v2
-        assert sum(lbl != -100 for lbl in y) == 2 * 3
-
-
 def test_sequence_metrics_on_hand_built_predictions():
     t = CopyTask(train_min=4, train_max=4, test_lengths=(4,), n_eval=10, eval_batch=4)
     x, y = t.eval_set(4)
@@ -72,18 +54,40 @@ def test_sequence_metrics_on_hand_built_predictions():
     wrong[:5, 6] = (wrong[:5, 6] + 1) % t.vocab.A  # one wrong target token in half the rows
     m = t.score(Oracle(wrong, t.vocab_size), x, y, "cpu")
     assert m["exact_match"] == 0.5
-    assert m["token_accuracy"] == pytest.approx(1 - 5 / (10 * 5))  # 4 symbols + EOS per row
+    assert m["token_accuracy"] == pytest.approx(1 - 5 / (10 * 4))  # 4 target symbols per row; EOS not scored
 
 
-def test_mqmtar_metrics_on_hand_built_predictions():
-    t = MQMTARTask(train_min=16, train_max=16, test_lengths=(16,), n_queries=2, n_eval=4, eval_batch=4)
-    x, y = t.eval_set(16)
-    assert t.score(Oracle(y, t.vocab_size), x, y, "cpu") == {"recall": 1.0, "exact_accuracy": 1.0}
-    wrong = y.clone()
-    first = (y[0] != -100).nonzero()[1]  # second value token of row 0's first query
-    wrong[0, first] = (y[0, first] + 1) % t.vocab.A
-    m = t.score(Oracle(wrong, t.vocab_size), x, y, "cpu")
-    assert m == {"recall": 7 / 8, "exact_accuracy": 3 / 4}
+@pytest.mark.parametrize("cls", [CopyTask, ReverseTask, SortTask])
+def test_exact_match_excludes_eos_as_the_paper_scores_it(cls):
+    # hand-built: source 2 0 1 -> row [BOS 2 0 1 SEP t t t], labels t t t EOS after SEP
+    t = cls(train_min=3, train_max=3, test_lengths=(3,), alphabet=4)
+    v = t.vocab
+    tgt = {"copy": [2, 0, 1], "reverse": [1, 0, 2], "sort": [0, 1, 2]}[t.name]
+    x = torch.tensor([[v.BOS, 2, 0, 1, v.SEP] + tgt] * 2)
+    y = torch.tensor([[-100] * 4 + tgt + [v.EOS]] * 2)
+    assert x.tolist()[0] == t.example(3, _FixedSource([2, 0, 1]))[0]
+    pred = y.clone()
+    pred[0, -1] = 0            # row 0: every target token right, EOS wrong
+    pred[1, 4] = (tgt[0] + 1) % 4  # row 1: first target token wrong, EOS right
+    m = t.score(Oracle(pred, t.vocab_size), x, y, "cpu")
+    assert m == {"exact_match": 0.5, "token_accuracy": 5 / 6}
+    old = cls(train_min=3, train_max=3, test_lengths=(3,), alphabet=4, score_eos=True)
+    assert old.score(Oracle(pred, t.vocab_size), x, y, "cpu") == {"exact_match": 0.0, "token_accuracy": 6 / 8}
+
+
+class _FixedSource(random.Random):
+    """A Random whose randrange replays a fixed source."""
+
+    def __init__(self, tokens):
+        super().__init__(0)
+        self.tokens = list(tokens)
+
+    def randrange(self, *a, **k):
+        return self.tokens.pop(0)
+
+
+def test_copy_vocab_matches_the_paper():
+    assert CopyTask().vocab_size == 36  # 32 symbols + BOS, SEP, EOS, PAD (the paper's ids 32..35)
 
 
 def test_lm_recall_mask_marks_repeated_names_after_their_first_letter():

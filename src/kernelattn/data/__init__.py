@@ -1,7 +1,9 @@
-"""Data sources for training: the batch interface, text corpora, the built-in stories."""
+"""Data sources for training: the batch interface, text corpora and tokenizers, the built-in stories."""
 
 from .base import IGNORE, BatchSource, step_generator
 from .stories import generate_stories, make_name
-from .text import TextCorpus, read_corpus
+from .text import TextCorpus, read_corpus, split_text
+from .tokenizer import BPETokenizer, ByteTokenizer, build_tokenizer
 
-__all__ = ["BatchSource", "step_generator", "IGNORE", "TextCorpus", "read_corpus", "generate_stories", "make_name"]
+__all__ = ["BatchSource", "step_generator", "IGNORE", "TextCorpus", "read_corpus", "generate_stories", "make_name",
+           "split_text", "ByteTokenizer", "BPETokenizer", "build_tokenizer"]

@@ -1,4 +1,4 @@
-"""Language-modelling data from text: a byte-level corpus with random windows."""
+"""Language-modelling data from text: a tokenized corpus (bytes by default) with random windows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["TextCorpus", "read_corpus"]
+__all__ = ["TextCorpus", "read_corpus", "split_text"]
 
 
 def read_corpus(path: str | Path, text_field: str = "text", max_bytes: int | None = None) -> str:
@@ -48,27 +48,52 @@ def read_corpus(path: str | Path, text_field: str = "text", max_bytes: int | Non
     return text[:max_bytes] if max_bytes else text
 
 
+def split_text(text: str, seq_len: int, val_fraction: float = 0.1) -> tuple[str, str]:
+    """Train and validation parts of a text: the last ``val_fraction`` (at least
+    ``seq_len + 2`` characters) is held out. The split is by characters, so for ASCII
+    text it is the byte split of the byte-level corpus."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(seq_len + 2, int(len(text) * val_fraction))
+    if len(text) - n_val < seq_len + 2:
+        raise ValueError(f"corpus of {len(text)} characters is too small for seq_len={seq_len} "
+                         f"(need at least {2 * (seq_len + 2)})")
+    return text[:-n_val], text[-n_val:]
+
+
 class TextCorpus:
-    """Byte-level language modelling over a text, split into train/val by position.
+    """Language modelling over a text, split into train/val by position, then tokenized.
 
     Args:
         text: the corpus.
-        seq_len: window length T.
-        val_fraction: tail fraction held out for validation.
+        seq_len: window length T (in tokens).
+        val_fraction: tail fraction of the text held out for validation.
+        tokenizer: anything with ``encode(str) -> list[int]`` and ``vocab_size``
+            (:mod:`kernelattn.data.tokenizer`); ``None`` = UTF-8 bytes. A trained
+            tokenizer should have been trained on the training part only
+            (:func:`split_text`).
     """
 
-    vocab_size = 256
+    vocab_size = 256  #: byte ids; an instance with a tokenizer has the tokenizer's size
 
-    def __init__(self, text: str, seq_len: int, val_fraction: float = 0.1):
-        data = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
-        n_val = max(seq_len + 2, int(len(data) * val_fraction))
-        if len(data) - n_val < seq_len + 2:
-            raise ValueError(f"corpus of {len(data)} bytes is too small for seq_len={seq_len} "
-                             f"(need at least {2 * (seq_len + 2)})")
+    def __init__(self, text: str, seq_len: int, val_fraction: float = 0.1, tokenizer=None):
+        train, val = split_text(text, seq_len, val_fraction)
         self.seq_len = seq_len
-        self.splits = {"train": data[:-n_val], "val": data[-n_val:]}
+        if tokenizer is not None:
+            self.vocab_size = tokenizer.vocab_size
+        self.splits = {}
+        for name, part in (("train", train), ("val", val)):
+            if tokenizer is None:
+                ids = torch.frombuffer(bytearray(part.encode("utf-8")), dtype=torch.uint8)
+            else:
+                ids = torch.tensor(tokenizer.encode(part), dtype=torch.int32)
+            if len(ids) < seq_len + 2:
+                raise ValueError(f"the {name} part of the corpus is {len(ids)} tokens, too few for seq_len={seq_len}; "
+                                 "use a larger corpus or a smaller seq_len")
+            self.splits[name] = ids
 
     def sample(self, split: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``n`` random windows: inputs and next-token targets, both ``(n, seq_len)`` int64."""
         data = self.splits[split]
         starts = torch.randint(0, len(data) - self.seq_len - 1, (n,), generator=generator)
         offs = torch.arange(self.seq_len + 1)

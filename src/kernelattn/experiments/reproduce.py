@@ -86,7 +86,11 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
     plan = preset.tasks[spec.task]
     folder = spec.folder(Path(out))
     task = _build_task(spec, preset)
-    longest = task.total_length(max(task.test_lengths)) if spec.task in LENGTH_TASKS else task.seq_len
+    if getattr(task, "tokenizer", None) is not None and task.tokenizer.kind == "bpe":  # the run's vocabulary, kept
+        folder.mkdir(parents=True, exist_ok=True)
+        task.tokenizer.save(folder / "tokenizer.json")
+    longest = max([task.seq_len] + [task.total_length(L) for L in task.test_lengths]) \
+        if spec.task in LENGTH_TASKS else task.seq_len
     model = {**preset.model, **plan.model}
     ov = [f"model.arch={spec.arch}", f"model.method={spec.method}", f"model.topk={preset.topk}",
           f"model.block_size={longest}", f"data.seq_len={task.seq_len}",
