@@ -274,3 +274,29 @@ def test_a_nan_score_in_normalized_relu_stays_nan_on_the_sparse_path():
     q[0, 1, 7, 2] = math.nan
     out = kernel_attention(q, k, v, is_causal=True, method="normalized_relu", relu_scale=1.0, bias=0.5)
     assert (~torch.isfinite(out)).any(-1).nonzero().tolist() == [[0, 1, 7]]
+
+
+def test_no_grad_forward_keeps_no_supports_for_a_backward(monkeypatch):
+    """Under no_grad the solved supports are dropped (long-context evaluation memory), and the output is
+    the same as with gradients on."""
+    from kernelattn.attention import _blocked
+
+    seen = []
+    init = _blocked._SparseParts.__init__
+
+    def spy(self, *a, **kw):
+        init(self, *a, **kw)
+        seen.append(self)
+
+    monkeypatch.setattr(_blocked._SparseParts, "__init__", spy)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 300, 16, dtype=torch.float64) for _ in range(3))
+    with torch.no_grad():
+        y0 = kernel_attention(q, k, v, is_causal=True, method="sparsemax", backend="sparse")
+    assert seen and not seen[-1].keep and not seen[-1].states
+    q.requires_grad_(True)
+    y1 = kernel_attention(q, k, v, is_causal=True, method="sparsemax", backend="sparse")
+    assert seen[-1].keep and seen[-1].states
+    torch.testing.assert_close(y0, y1.detach(), rtol=0, atol=0)
+    y1.sum().backward()
+    assert torch.isfinite(q.grad).all()

@@ -214,7 +214,7 @@ class _EntmaxAttention(torch.autograd.Function):
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
         dense_blocks = []
         parts = _SparseParts(lambda ps: _solve_sparse_parts(ps, alpha_t is not None, alpha_f, geo), geo, v3, out,
-                             support, t_all)
+                             support, t_all, keep=any(ctx.needs_input_grad))
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
@@ -371,11 +371,14 @@ class _SparseState:
 class _SparseParts:
     """Sparse blocks' candidates, solved in batches of at least :data:`FLUSH_CANDIDATES`
     (one ragged problem per batch keeps the per-op overhead low, and the batch bound keeps
-    the candidates' memory bounded); each solved batch writes its output rows at once."""
+    the candidates' memory bounded); each solved batch writes its output rows at once.
+    The solved supports are kept for the backward only when one will run (``keep``): under
+    ``torch.no_grad()`` they would grow as length × support for nothing."""
 
     def __init__(self, solve, geo: Geometry, v3: Tensor, out: Tensor, support: Tensor | None,
-                 t_all: Tensor | None = None):
+                 t_all: Tensor | None = None, keep: bool = True):
         self.solve, self.geo, self.v3, self.out, self.support, self.t_all = solve, geo, v3, out, support, t_all
+        self.keep = keep
         self.pending, self.count, self.states = [], 0, []
 
     def add(self, block: "_SparseBlock") -> None:
@@ -399,7 +402,8 @@ class _SparseParts:
             self.support.view(-1).index_copy_(0, ids, sp.rows.crow.diff())
         for bad in nan_ids:
             self.out.view(-1, geo.Dv)[bad] = float("nan")
-        self.states.append(sp)
+        if self.keep:
+            self.states.append(sp)
 
     def finish(self) -> list:
         self.flush()
@@ -501,7 +505,8 @@ class _RowStatAttention(torch.autograd.Function):
         # candidates and the sparse products (:mod:`._sparse`)
         sparse = sparse and mapping.kind == "normalized_relu" and mapping.scale > 0
         dense_blocks = []
-        parts = _SparseParts(lambda ps: _fixed_kernel_rows(ps, mapping), geo, v3, out, support)
+        parts = _SparseParts(lambda ps: _fixed_kernel_rows(ps, mapping), geo, v3, out, support,
+                             keep=any(ctx.needs_input_grad))
         for i0, i1, kend in geo.blocks:
             if kend == 0:
                 continue
