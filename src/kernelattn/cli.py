@@ -60,30 +60,45 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _kernels(args) -> int:
+    from ._validation import check_int, check_number
     from .experiments.kernel_regression import run_kernel_regression
+    from .training.engine import prepare_out_dir
 
+    check_int(args.n, "--n", minimum=2, hint=" (the number of noisy samples)")
+    check_number(args.noise, "--noise", nonnegative=True, hint=" (the noise standard deviation)")
+    if args.out:
+        prepare_out_dir(args.out, "--out")
     run_kernel_regression(n=args.n, noise=args.noise, seed=args.seed, out=args.out, plot=not args.no_plot)
     return 0
 
 
 def _checkpoint_step(path: Path) -> int | None:
     """The step stored in a checkpoint, read without loading its tensors into memory."""
-    import torch
+    from .training.checkpoint import REQUIRED_KEYS, load_checkpoint
 
     if not path.exists():
         return None
-    try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["step"])
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which
-        raise ValueError(f"--resume: cannot read the checkpoint {path} ({type(e).__name__}: {e})") from None
+    return load_checkpoint(path, map_location="cpu", mmap=True, required=REQUIRED_KEYS)["step"]  # CheckpointError names the file
 
 
 def _train(args) -> int:
-    from .training import Trainer, load_config, resume_config
-    from .training.engine import holds_run, refuse_overwrite
+    from .training.lock import RunLock
 
     is_main = int(os.environ.get("RANK", "0")) == 0
     say = print if is_main else (lambda *a, **k: None)
+    if args.stop_at is not None and args.stop_at < 1:
+        raise ValueError(f"--stop-at must be >= 1 (the step after which to stop), got {args.stop_at}")
+    lock = RunLock("", "run.out_dir")  # taken below, once the folder is known; released on exit
+    try:
+        return _train_locked(args, lock, say, is_main)
+    finally:
+        lock.release()
+
+
+def _train_locked(args, lock, say, is_main) -> int:
+    from .training import Trainer, load_config, resume_config
+    from .training.engine import holds_run, prepare_out_dir, refuse_overwrite
+
     step = None
     if args.resume:
         if args.config:
@@ -91,6 +106,11 @@ def _train(args) -> int:
                              "(overrides such as optim.max_steps=2000 still apply)")
         if args.overwrite:
             raise ValueError("--resume continues a run and --overwrite discards it; choose one")
+        if is_main and Path(args.resume, "config.json").is_file():
+            # Lock before reading anything, so a run that another process is training is refused
+            # at once (the lock names that process) rather than after building the model.
+            lock.folder, lock.what = Path(args.resume), "--resume"
+            lock.acquire()
         step = _checkpoint_step(Path(args.resume) / "ckpt.pt")
         cfg, notes = resume_config(args.resume, args.overrides, force=args.force, step=step)
         for note in notes:
@@ -104,10 +124,14 @@ def _train(args) -> int:
             say(f"{args.resume}: resuming at step {step} of {cfg.optim.max_steps}")
     else:
         if args.force:
-            raise ValueError("--force only applies with --resume RUN_DIR")
+            raise ValueError("--allow-changes (--force) only applies with --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
         if holds_run(cfg.run.out_dir) and not args.overwrite:  # before building data and model
             raise refuse_overwrite(cfg.run.out_dir)
+        if is_main:
+            prepare_out_dir(cfg.run.out_dir)
+            lock.folder, lock.what = Path(cfg.run.out_dir), "run.out_dir"
+            lock.acquire()
     out = cfg.run.out_dir
     try:
         result = Trainer(cfg).train(resume=bool(args.resume), stop_at=args.stop_at, overwrite=args.overwrite,
@@ -203,8 +227,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with the config saved there, exactly where its checkpoint "
                         "stopped; optim.max_steps=N trains it further; other changes need --force")
-    p.add_argument("--force", action="store_true",
-                   help="with --resume: allow overrides that change the run (method, lr, seed, data, ...)")
+    p.add_argument("--allow-changes", "--force", dest="force", action="store_true",
+                   help="with --resume: allow overrides that change the run (method, lr, seed, data, ...); "
+                        "they are listed as it starts")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh even if run.out_dir already holds a run (it is discarded)")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step, leaving a checkpoint "
@@ -253,6 +278,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _from_validation(e: TypeError) -> bool:
+    """Whether a TypeError was raised by kernelattn's validation layer (a user error, not a bug)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith("_validation.py")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -270,8 +307,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:  # bad input or config: one clear line, no traceback
-        print(f"kernelattn {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, FloatingPointError) as e:
+        # Bad input or config (ValueError, TypeError from the validation layer), or a
+        # divergence (TrainingDiverged, the checkpoint kept): one clear line, no traceback.
+        if isinstance(e, TypeError) and not _from_validation(e):
+            raise  # a TypeError from anywhere else is a bug: keep its traceback
+        print(f"kernelattn {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or folder the command could not read or write
+        where = f" ({e.filename})" if getattr(e, "filename", None) and str(e.filename) not in str(e) else ""
+        print(f"kernelattn {args.command}: error: {_one_line(e)}{where}; check the paths given to the command",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kernelattn {args.command}: interrupted", file=sys.stderr)

@@ -136,7 +136,7 @@ def test_cli_resume_refuses_trajectory_changes_unless_forced(tmp_path, capsys, o
     assert override.split("=")[0] in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert load_checkpoint(run / "ckpt.pt")["step"] == 2  # untouched
     assert _cli("--resume", str(run), override, "optim.max_steps=3", "--force") == 0
-    assert "--force: " + override.split("=")[0] in capsys.readouterr().out
+    assert "--allow-changes: " + override.split("=")[0] in capsys.readouterr().out
     assert load_checkpoint(run / "ckpt.pt")["step"] == 3
 
 
@@ -159,7 +159,7 @@ def test_cli_train_never_overwrites_a_run_silently(tmp_path, capsys):
     (["--resume", "{tmp}/r", "run.out_dir=elsewhere"], "run.out_dir"),
     (["--resume", "{tmp}/r", "optim.max_steps=1"], "below the checkpoint's step 2"),
     (["--config", "no_such_config"], "no built-in config"),
-    (["--force"], "--force only applies"),
+    (["--force"], "only applies with --resume"),
 ])
 def test_cli_resume_and_config_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert _cli(*TINY, "optim.max_steps=2", f"run.out_dir={tmp_path / 'r'}") == 0

@@ -27,6 +27,41 @@ from .presets import ALL_METHODS, ALL_TASKS, PRESETS, Preset
 
 __all__ = ["RunSpec", "plan_runs", "execute_run", "reproduce", "aggregate", "report"]
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the sweep process that started it dies.
+
+    Without it, killing ``reproduce --jobs N`` (SIGKILL, an OOM kill, a closed terminal
+    without a process group signal) leaves the workers training on as orphans, writing
+    into the sweep's folders. On Linux the kernel delivers SIGTERM at the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread notices the worker being
+    re-parented within a second.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no usable libc: fall back to polling
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kernelattn-parent-watch", daemon=True).start()
+
 LENGTH_TASKS = ("copy", "reverse", "sort", "mqmtar")
 
 
@@ -158,10 +193,27 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
     for a in archs:
         if a not in ("memory_mosaics", "gpt"):
             raise ValueError(f"--arch must be memory_mosaics, gpt or both, got {a!r}")
-    if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
+    from .._validation import check_int
+    from ..training.engine import prepare_out_dir, resolve_device
+    from ..training.lock import RunLock
+
+    check_int(jobs, "--jobs", minimum=1, hint=" (runs trained in parallel)")
+    check_int(threads, "--threads", minimum=1, hint=" (torch threads per run)")
+    seeds = [check_int(s, "--seeds", minimum=0, hint=" (seeds are non-negative integers)") for s in seeds]
+    if not seeds or not methods or not tasks:
+        empty = "--seeds" if not seeds else "--methods" if not methods else "--tasks"
+        raise ValueError(f"{empty} is empty; give at least one value (e.g. --seeds 0,1)")
+    # The same run twice in one sweep would be trained by two workers at once in one folder.
+    tasks, methods, seeds = (list(dict.fromkeys(x)) for x in (tasks, methods, seeds))
+    archs = list(dict.fromkeys(archs))
+    resolve_device(device, "--device")  # fail here, not in every worker
+    outp = prepare_out_dir(out, "--out")
+    with RunLock(outp, "--out"):  # one sweep per folder; each run folder is locked again by its trainer
+        return _sweep(p, tasks, methods, seeds, outp, archs, jobs, threads, device)
+
+
+def _sweep(p: Preset, tasks, methods, seeds, outp: Path, archs, jobs: int, threads: int, device: str) -> list[dict]:
+    out = str(outp)
     runs = plan_runs(p, tasks, methods, seeds, archs)
     todo = [r for r in runs if not (r.folder(outp) / "result.json").exists()]
     print(f"{p.name} preset: {len(runs)} runs ({len(runs) - len(todo)} already finished) -> {outp}")
@@ -176,13 +228,20 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futs = {pool.submit(execute_run, spec, p, out, device, threads, False): spec for spec in todo}
-            for fut in as_completed(futs):
-                fut.result()  # re-raise a worker's error here
-                spec = futs[fut]
-                bar.set_postfix_str(f"done {spec.task}/{spec.method}/seed{spec.seed}")
-                bar.update(1)
+            try:
+                for fut in as_completed(futs):
+                    fut.result()  # re-raise a worker's error here
+                    spec = futs[fut]
+                    bar.set_postfix_str(f"done {spec.task}/{spec.method}/seed{spec.seed}")
+                    bar.update(1)
+            except BaseException:
+                # Do not start the queued runs after a failure; the running ones finish or
+                # stop at their next checkpoint boundary with the pool.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     bar.close()
     records = []
     for spec in runs:

@@ -16,7 +16,7 @@ import yaml
 
 __all__ = ["ConfigError", "ModelSection", "DataSection", "OptimSection", "RunSection", "TrainConfig",
            "load_config", "apply_overrides", "config_from_dict", "builtin_configs", "resolve_config_path",
-           "resume_config", "RESUME_FREE_FIELDS"]
+           "resume_config", "RESUME_FREE_FIELDS", "check_device_name", "trajectory_changes"]
 
 
 class ConfigError(ValueError):
@@ -144,7 +144,22 @@ class TrainConfig:
         for name in ("eval_interval", "log_interval", "ckpt_interval", "eval_batches"):
             if getattr(r, name) < 1:
                 raise ConfigError(f"run.{name} must be >= 1, got {getattr(r, name)}")
+        if not str(r.out_dir).strip():
+            raise ConfigError("run.out_dir is empty; name the folder for the checkpoint and metrics, e.g. "
+                              "run.out_dir=runs/my_run")
+        if r.threads is not None and r.threads < 1:
+            raise ConfigError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
+        check_device_name(r.device, "run.device")
         return self
+
+
+def check_device_name(name: str, what: str = "run.device") -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked by syntax only (availability is
+    checked where the device is used, :func:`kernelattn.training.engine.resolve_device`)."""
+    kind, _, index = str(name).partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"{what}={name!r}: choose auto, cpu, cuda, cuda:N or mps")
+    return name
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "run": RunSection}
@@ -186,6 +201,10 @@ def _coerce(value, tp, name: str):
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
     if tp is str:
+        if value is None:  # `run.out_dir=` would otherwise become the folder "None"
+            raise ConfigError(f"{name} needs a value, got nothing (write {name}=VALUE)")
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
         return str(value)
     return value
 
@@ -278,6 +297,34 @@ def _flat(d: dict) -> dict:
     return {f"{sec}.{k}": v for sec, body in d.items() for k, v in body.items()}
 
 
+def _listing(changed: list[tuple[str, object, object]]) -> str:
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changed)
+
+
+def trajectory_changes(saved: dict, now: dict) -> list[tuple[str, object, object]]:
+    """The fields that differ between two configs (``to_dict()`` form) and change what is trained.
+
+    Left out: :data:`RESUME_FREE_FIELDS`, ``run.out_dir`` (a run folder may be moved) and
+    ``optim.max_steps`` (growing it extends the run; :func:`resume_config` handles it).
+    ``model.vocab_size`` counts only when both sides name one (``None`` means "the data's").
+    A field the saved config lacks was added to kernelattn after that run started; new
+    fields default to the old behaviour, so it is not a change.
+
+    Returns:
+        ``[(field, saved value, new value), ...]`` in config order.
+    """
+    a, b = _flat(saved), _flat(now)
+    out = []
+    for key in b:
+        if key in RESUME_FREE_FIELDS or key in ("run.out_dir", "optim.max_steps") or key not in a:
+            continue
+        if key == "model.vocab_size" and (a.get(key) is None or b[key] is None):
+            continue
+        if a.get(key) != b[key]:
+            out.append((key, a.get(key), b[key]))
+    return out
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None, force: bool = False,
                   step: int | None = None) -> tuple[TrainConfig, list[str]]:
     """The config to continue the run in ``run_dir``: the one saved there, plus ``overrides``.
@@ -303,35 +350,41 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None, force
         what = "does not exist" if not run_dir.exists() else "holds no run (no config.json)"
         raise ConfigError(f"--resume {str(run_dir)!r}: {what}; start a run with `kernelattn train --config ...`")
     try:
-        saved = config_from_dict(json.loads(saved_path.read_text()))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--resume {str(run_dir)!r}: config.json is not valid JSON ({e})") from None
+        raw = json.loads(saved_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--resume {str(run_dir)!r}: config.json is not valid JSON ({e}); restore it, or start "
+                          f"afresh with --config ... --overwrite") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--resume {str(run_dir)!r}: config.json holds a {type(raw).__name__}, not a config "
+                          f"mapping; restore it, or start afresh with --config ... --overwrite")
+    saved = config_from_dict(raw)
     saved.run.out_dir = str(run_dir)
-    before = _flat(saved.to_dict())
+    saved_dict = saved.to_dict()
+    before = _flat(saved_dict)
     for ov in overrides or []:
         if ov.split("=", 1)[0].strip() == "run.out_dir":
             raise ConfigError(f"run.out_dir cannot be changed with --resume: the run lives in {str(run_dir)!r}")
     cfg = apply_overrides(saved, overrides or []).validate()
     after = _flat(cfg.to_dict())
     notes = []
-    for key in after:
-        old, new = before[key], after[key]
-        if old == new or key in RESUME_FREE_FIELDS:
-            continue
-        if key == "optim.max_steps":
-            if step is not None and new < step:
-                raise ConfigError(f"optim.max_steps={new} is below the checkpoint's step {step} in {str(run_dir)!r}")
-            if new > old:
-                from .optim import cosine_lr
+    old, new = before["optim.max_steps"], after["optim.max_steps"]
+    if step is not None and new < step:
+        raise ConfigError(f"optim.max_steps={new} is below the checkpoint's step {step} in {str(run_dir)!r}")
+    if new > old:
+        from .optim import cosine_lr
 
-                o, at = cfg.optim, step or 0
-                lr_old = cosine_lr(min(at, old), o.lr, o.min_lr, o.warmup_steps, old)
-                lr_new = cosine_lr(at, o.lr, o.min_lr, o.warmup_steps, new)
-                notes.append(f"extending optim.max_steps {old} -> {new}: the cosine schedule now runs to step {new}, "
-                             f"so the learning rate at step {at} is {lr_new:.3g} (was {lr_old:.3g})")
-                continue
-        if not force:
-            raise ConfigError(f"{key}={new!r} changes the run in {str(run_dir)!r} (it was {old!r}); "
-                              f"resuming continues the same run: drop the override, or add --force")
-        notes.append(f"--force: {key} changed {old!r} -> {new!r}; the run is no longer one uninterrupted run")
+        o, at = cfg.optim, step or 0
+        lr_old = cosine_lr(min(at, old), o.lr, o.min_lr, o.warmup_steps, old)
+        lr_new = cosine_lr(at, o.lr, o.min_lr, o.warmup_steps, new)
+        notes.append(f"extending optim.max_steps {old} -> {new}: the cosine schedule now runs to step {new}, "
+                     f"so the learning rate at step {at} is {lr_new:.3g} (was {lr_old:.3g})")
+    changed = trajectory_changes(saved_dict, cfg.to_dict())
+    if new < old:  # shortening changes the cosine schedule of the steps still to come
+        changed.append(("optim.max_steps", old, new))
+    if changed and not force:
+        raise ConfigError(f"resuming {str(run_dir)!r} would change the run: {_listing(changed)}; a resumed run "
+                          f"continues the same trajectory, so drop the override(s), or add --allow-changes "
+                          f"(alias --force)")
+    for key, old, new in changed:
+        notes.append(f"--allow-changes: {key} changed {old!r} -> {new!r}; the run is no longer one uninterrupted run")
     return cfg, notes

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,12 +27,36 @@ from tqdm.auto import tqdm
 from ..data import IGNORE, BatchSource, TextCorpus, generate_stories, read_corpus, step_generator
 from ..models import build_model
 from ..models.memory_mosaics import MEMORY_MOSAICS_ONLY
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import ConfigError, TrainConfig
+from .checkpoint import REQUIRED_KEYS, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainConfig, check_device_name, trajectory_changes
 from .distributed import DistInfo, init_distributed
+from .lock import RunLock
 from .optim import cosine_lr, make_optimizer
 
-__all__ = ["Trainer", "build_source", "resolve_device", "holds_run", "refuse_overwrite"]
+__all__ = ["Trainer", "build_source", "resolve_device", "holds_run", "refuse_overwrite", "TrainingDiverged",
+           "prepare_out_dir"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the gradient became NaN/inf; the last checkpoint (finite weights) is kept."""
+
+
+def prepare_out_dir(out_dir: str | Path, what: str = "run.out_dir") -> Path:
+    """Create ``out_dir`` and check that files can be written in it, or raise :class:`ConfigError`.
+
+    Checked before training so an unwritable folder fails at once, not at the first
+    checkpoint minutes later.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what}={str(out_dir)!r} cannot be created or written ({e.strerror or e}); choose "
+                          f"a writable folder") from None
+    return out_dir
 
 
 def holds_run(out_dir: str | Path) -> bool:
@@ -53,20 +79,31 @@ def build_source(cfg: TrainConfig) -> BatchSource:
     if d.source == "text":
         return TextCorpus(read_corpus(d.path, d.text_field), d.seq_len)
     try:
-        from ..tasks import build_task
+        from ..tasks import TASKS, build_task
     except ImportError:  # pragma: no cover - tasks ship with the package
-        build_task = None
-    if build_task is None:
-        raise ConfigError(f"data.source={d.source!r}: choose stories or text")
-    return build_task(d.source, seq_len=d.seq_len, seed=cfg.run.seed, **d.options)
+        TASKS, build_task = (), None
+    if build_task is None or d.source not in TASKS:
+        raise ConfigError(f"data.source={d.source!r}: choose stories, text or a task ({', '.join(TASKS)})")
+    try:
+        return build_task(d.source, seq_len=d.seq_len, seed=cfg.run.seed, **d.options)
+    except (TypeError, ValueError) as e:  # a bad data.options entry: name the section it came from
+        raise ConfigError(f"data.options for data.source={d.source}: {e}") from None
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "run.device") -> torch.device:
+    """The device a config names, after checking that this machine has it (:class:`ConfigError` if not)."""
+    check_device_name(name, what)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what}={name!r} but CUDA is not available; use {what}=cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"{what}={name!r} but MPS is not available; use {what}=cpu (or auto)")
     return dev
 
 
@@ -118,7 +155,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, source: BatchSource | None = None):
         self.cfg = cfg.validate()
         r = cfg.run
-        if r.threads:
+        if r.threads is not None:
             torch.set_num_threads(r.threads)
         self.device = resolve_device(r.device)
         self.dist: DistInfo = init_distributed(self.device)
@@ -175,6 +212,10 @@ class Trainer:
 
     def save(self) -> None:
         if self.dist.is_main:
+            bad = next((n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
+            if bad is not None:  # never replace the last good checkpoint with NaN weights
+                raise TrainingDiverged(f"training diverged: weight {bad} is NaN/inf after step {self.step}; "
+                                       f"{self._kept()}")
             save_checkpoint(self.ckpt_path, self.state_dict())
         if self.dist.enabled:
             dist.barrier()
@@ -186,13 +227,15 @@ class Trainer:
             force: accept a checkpoint whose model config differs (e.g. another method),
                 as long as its weights fit the model.
         """
-        st = load_checkpoint(self.ckpt_path, map_location=self.device)
-        saved = st["config"]["model"]
-        now = self.cfg.to_dict()["model"]
-        diff = [k for k in now if k != "vocab_size" and saved.get(k) != now[k]]
+        st = load_checkpoint(self.ckpt_path, map_location=self.device, required=REQUIRED_KEYS)
+        # The checkpoint's own config is the truth about its trajectory (config.json may have
+        # been edited; `reproduce` resumes without reading config.json at all).
+        diff = trajectory_changes(st["config"], self.cfg.to_dict()) if isinstance(st["config"], dict) else []
         if diff and not force:
-            raise ConfigError(f"cannot resume {self.ckpt_path}: model.{diff[0]} was {saved.get(diff[0])!r}, "
-                              f"now {now[diff[0]]!r}")
+            listing = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in diff)
+            raise ConfigError(f"cannot resume {str(self.ckpt_path)!r}: the config differs from the one it was "
+                              f"trained with ({listing}); restore the config, start afresh with --overwrite "
+                              f"(or another run.out_dir), or resume anyway with --allow-changes")
         if st["step"] > self.cfg.optim.max_steps:
             raise ConfigError(f"cannot resume {self.ckpt_path}: it is at step {st['step']}, beyond "
                               f"optim.max_steps={self.cfg.optim.max_steps}")
@@ -207,6 +250,16 @@ class Trainer:
         self.step = st["step"]
         self.last_metrics = dict(st.get("last_metrics", {}))
         set_rng_state(st["rng"])
+
+    def _kept(self) -> str:
+        """Where the last good state is, and what to try, for a divergence message."""
+        o = self.cfg.optim
+        hint = (f"lower optim.lr (now {o.lr:g})" + ("" if o.grad_clip > 0 else " or set optim.grad_clip=1.0")
+                + (" or run.amp=bf16/off" if self.amp_dtype == torch.float16 else ""))
+        if self.ckpt_path.is_file():
+            return (f"the last good checkpoint ({self.ckpt_path}) is kept; {hint} and continue with `kernelattn "
+                    f"train --resume {self.out_dir} optim.lr=... --allow-changes`, or start afresh")
+        return f"no checkpoint was written yet; {hint} and start again with --overwrite"
 
     # -- data --------------------------------------------------------------------------
     def _micro_batches(self, split: str, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
@@ -264,6 +317,22 @@ class Trainer:
         Returns:
             The last logged metrics (``train_loss``, ``val_loss``, task metrics, ``step``).
         """
+        cfg, r = self.cfg, self.cfg.run
+        lock = None
+        if self.dist.is_main:
+            prepare_out_dir(self.out_dir)
+            try:
+                lock = RunLock(self.out_dir, "run.out_dir").acquire()
+            except OSError as e:
+                raise ConfigError(f"run.out_dir={str(self.out_dir)!r}: cannot create its lock file ({e.strerror or e})"
+                                  ) from None
+        try:
+            return self._train(resume, stop_at, overwrite, force)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self, resume: bool, stop_at: int | None, overwrite: bool, force: bool) -> dict:
         cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
         exists = holds_run(self.out_dir)
         if self.dist.enabled:
@@ -274,7 +343,11 @@ class Trainer:
             if self.ckpt_path.exists():
                 self.load(force=force)
         elif exists and self.dist.is_main and self.ckpt_path.exists():
-            self.ckpt_path.unlink()  # --overwrite: a later --resume must not pick up the old run's weights
+            # --overwrite: a later --resume must not pick up the old run's weights
+            if self.ckpt_path.is_dir() and not self.ckpt_path.is_symlink():
+                shutil.rmtree(self.ckpt_path)
+            else:
+                self.ckpt_path.unlink()
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -307,21 +380,25 @@ class Trainer:
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
                 loss_sum += ls.detach()
                 tokens_seen += x.numel()
+            if self.dist.enabled:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / n_tok
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
+            # Stop before the update: a NaN/inf loss (or gradient, without fp16's scaler, which
+            # skips such steps itself) would make every weight NaN. The checkpoint on disk is
+            # from an earlier, finite step and stays.
+            if not math.isfinite(train_loss) or (self.scaler is None and not torch.isfinite(gnorm)):
+                what = f"loss became {train_loss}" if not math.isfinite(train_loss) else \
+                    f"gradient norm became {float(gnorm)}"
+                raise TrainingDiverged(f"training diverged: the {what} at step {step + 1}; {self._kept()}")
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if self.dist.enabled:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / n_tok
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss became {train_loss} at step {step}; the last "
-                                         f"checkpoint is {self.ckpt_path}")
             self.step += 1
             bar.update(1)
             record = {"step": self.step, "train_loss": train_loss, "lr": lr, "grad_norm": float(gnorm)}
