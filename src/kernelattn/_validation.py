@@ -184,3 +184,49 @@ def check_tensor(x, name: str, *, dims: tuple[int, ...] | None = None, floating:
         if floating and like.is_floating_point() and x.dtype != like.dtype:
             raise ValueError(f"{name} has dtype {x.dtype} but {like_name} has {like.dtype}; cast one of them")
     return x
+
+
+def check_bool_mask(mask, name: str, target_shape, like: Tensor, like_name: str, meaning: str = "True = takes part"
+                    ) -> Tensor:
+    """A boolean mask that broadcasts to ``target_shape`` and lives on ``like``'s device.
+
+    Only ``torch.bool`` is accepted: a float or integer mask is ambiguous (additive scores?
+    0/1 weights? which value blocks?), so the message says how to convert it.
+    """
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name} must be a boolean torch.Tensor ({meaning}), got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name} must have dtype torch.bool ({meaning}), got {mask.dtype}; convert it, e.g. "
+                         f"{name}.bool() for 0/1 values")
+    if mask.device != like.device:
+        raise ValueError(f"{name} is on {mask.device} but {like_name} is on {like.device}; move it with "
+                         f"{name}.to({like_name}.device)")
+    try:
+        ok = torch.broadcast_shapes(mask.shape, tuple(target_shape)) == tuple(target_shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {tuple(mask.shape)} does not broadcast to {tuple(target_shape)}")
+    return mask
+
+
+def check_token_ids(idx, name: str, vocab_size: int, ignore_index: int | None = None) -> Tensor:
+    """Token ids: an integer tensor with every entry in ``[0, vocab_size)`` (or ``ignore_index``).
+
+    An id outside the vocabulary would otherwise be an IndexError deep in ``nn.Embedding``
+    on CPU, and a device-side assert that poisons the whole CUDA context on GPU.
+    """
+    if not isinstance(idx, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of token ids, got {type(idx).__name__}")
+    if idx.dtype not in (torch.int64, torch.int32):  # what nn.Embedding takes
+        raise ValueError(f"{name} must hold int64 (or int32) token ids, got dtype {idx.dtype}; convert with {name}.long()")
+    if idx.numel():
+        ids = idx if ignore_index is None else idx[idx != ignore_index]
+        if ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= vocab_size:
+                bad = lo if lo < 0 else hi
+                allowed = f"0 .. {vocab_size - 1}" + (f" or {ignore_index}" if ignore_index is not None else "")
+                raise ValueError(f"{name} holds token id {bad}, outside the vocabulary (vocab_size={vocab_size}: ids "
+                                 f"{allowed}); check the tokenizer, or build the model with a larger vocab_size")
+    return idx

@@ -40,6 +40,8 @@ import math
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_int, check_number, check_tensor
+
 __all__ = ["ContinuousMemory", "continuous_hopfield_retrieve", "BASES"]
 
 BASES = ("rectangular", "gaussian")
@@ -52,38 +54,53 @@ class ContinuousMemory:
         memories: ``(L, d)`` (or ``(..., L, d)``) patterns in time order.
         n_basis: number of basis functions ``N`` (>= 1).
         basis: ``"rectangular"`` or ``"gaussian"``.
-        ridge: ``λ >= 0`` of the ridge regression.
+        ridge: ``λ >= 0`` of the ridge regression. ``0`` is plain least squares; where
+            that is not unique (more bases than patterns, a bin with no sample) it is the
+            minimum-norm solution, the limit of ``λ → 0⁺``, computed with the
+            pseudo-inverse (a basis with no data gets coefficient 0).
         width: σ of the Gaussian bases (default ``1/N``).
         times: ``(L,)`` sample times in ``[0, 1]`` (default midpoints ``(ℓ + ½)/L``).
     """
 
     def __init__(self, memories: Tensor, n_basis: int, basis: str = "rectangular", ridge: float = 0.5,
                  width: float | None = None, times: Tensor | None = None):
-        if not isinstance(memories, Tensor) or memories.dim() < 2 or not memories.is_floating_point():
-            raise ValueError(f"memories must be a floating-point tensor (..., L, d), got "
-                             f"{getattr(memories, 'shape', type(memories).__name__)}")
-        if isinstance(n_basis, bool) or not isinstance(n_basis, int) or n_basis < 1:
-            raise ValueError(f"n_basis must be a positive integer, got {n_basis!r}")
-        if basis not in BASES:
-            raise ValueError(f"unknown basis {basis!r}; choose one of: {', '.join(BASES)}")
-        if not ridge >= 0:
-            raise ValueError(f"ridge must be >= 0, got {ridge}")
-        if width is not None and not width > 0:
-            raise ValueError(f"width must be > 0, got {width}")
+        check_tensor(memories, "memories", nonempty=(-1,))
+        if memories.dim() < 2 or memories.shape[-2] == 0:
+            raise ValueError(f"memories must be (..., L, d) with L >= 1 patterns, got shape {tuple(memories.shape)}")
+        n_basis = check_int(n_basis, "n_basis", minimum=1)
+        check_choice(basis, "basis", BASES)
+        ridge = check_number(ridge, "ridge", nonnegative=True, hint=" (0 = least squares)")
+        if width is not None:
+            width = check_number(width, "width", positive=True, hint=" (σ of the Gaussian bases)")
         L = memories.shape[-2]
         if times is None:
             times = (torch.arange(L, dtype=memories.dtype, device=memories.device) + 0.5) / L
         times = torch.as_tensor(times, dtype=memories.dtype, device=memories.device)
-        if times.shape != (L,) or (times < 0).any() or (times > 1).any():
-            raise ValueError(f"times must be ({L},) values in [0, 1]")
+        if times.shape != (L,) or not bool(((times >= 0) & (times <= 1)).all()):  # also rejects NaN
+            raise ValueError(f"times must be ({L},) values in [0, 1], one per pattern; got shape "
+                             f"{tuple(times.shape)}")
         self.n_basis, self.basis, self.ridge = n_basis, basis, float(ridge)
         self.width = float(width) if width is not None else 1.0 / n_basis
         self.times = times
         design = self.psi(times)  # (L, N)
-        gram = design.transpose(0, 1) @ design + self.ridge * torch.eye(n_basis, dtype=design.dtype,
-                                                                          device=design.device)
-        # B = (FᵀF + λI)⁻¹ Fᵀ X, shared over leading dims of X.
-        self.coefficients = torch.linalg.solve(gram, design.transpose(0, 1) @ memories)  # (..., N, d)
+        if self.ridge == 0:
+            # FᵀF is singular whenever a basis has no sample (N > L, or an empty bin): solve()
+            # would fail or, for Gaussian bases that are merely ill-conditioned, return huge
+            # coefficients. The pseudo-inverse gives the λ → 0⁺ limit of the ridge solution.
+            self.coefficients = torch.linalg.pinv(design) @ memories  # (..., N, d)
+        else:
+            gram = design.transpose(0, 1) @ design + self.ridge * torch.eye(n_basis, dtype=design.dtype,
+                                                                              device=design.device)
+            # B = (FᵀF + λI)⁻¹ Fᵀ X, shared over leading dims of X.
+            self.coefficients = torch.linalg.solve(gram, design.transpose(0, 1) @ memories)  # (..., N, d)
+
+    def _check_queries(self, queries: Tensor, beta) -> None:
+        c = self.coefficients
+        check_tensor(queries, "queries", like=c, like_name="the memories")
+        if queries.dim() < 1 or queries.shape[-1] != c.shape[-1]:
+            raise ValueError(f"queries must be (..., Q, {c.shape[-1]}) like the stored patterns, got shape "
+                             f"{tuple(queries.shape)}")
+        check_number(beta, "beta", positive=True, hint=" (the inverse temperature)")
 
     def psi(self, t: Tensor) -> Tensor:
         """Basis functions at times ``t`` (T,) → ``(T, N)``."""
@@ -103,8 +120,7 @@ class ContinuousMemory:
 
         Returns ``(t (K,), w (K,))`` with ``Σ w = 1``.
         """
-        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-            raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+        n_points = check_int(n_points, "n_points", minimum=1)
         dt, dev = self.coefficients.dtype, self.coefficients.device
         m = -(-n_points // self.n_basis)
         # Golub–Welsch: Legendre nodes are the eigenvalues of the Jacobi matrix on [-1, 1].
@@ -120,8 +136,7 @@ class ContinuousMemory:
 
     def _keys(self, n_points: int | None, method: str) -> tuple[Tensor, Tensor]:
         """``(keys (..., K, d), log_weights (K,))`` of the integral rule."""
-        if method not in ("auto", "exact", "quadrature"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'quadrature', got {method!r}")
+        check_choice(method, "method", ("auto", "exact", "quadrature"))
         if method == "exact" and self.basis != "rectangular":
             raise ValueError("method='exact' needs rectangular bases (Gaussian ones need quadrature)")
         if method == "auto":
@@ -151,10 +166,9 @@ class ContinuousMemory:
         Returns:
             ``(..., Q, d)`` retrieved states.
         """
-        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-            raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        n_iter = check_int(n_iter, "n_iter", minimum=1)
+        check_number(tol, "tol", nonnegative=True)
+        self._check_queries(queries, beta)
         keys, logw = self._keys(n_points, method)
         scale = max(1.0, float(keys.detach().abs().amax()))
         q = queries
@@ -174,8 +188,7 @@ class ContinuousMemory:
         Integrals and ``M = max ||x̄||`` use the same rule as :meth:`retrieve` (exact for
         rectangular bases), so each of its updates never increases this energy.
         """
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        self._check_queries(queries, beta)
         keys, logw = self._keys(n_points, method)
         lse = torch.logsumexp(beta * (queries @ keys.transpose(-1, -2)) + logw, dim=-1)
         big_m = keys.norm(dim=-1).amax(-1, keepdim=True)  # (..., 1)

@@ -15,6 +15,9 @@ import math
 import torch
 from torch import Tensor
 
+from .._validation import check_int, check_number
+from .retrieval import check_states
+
 __all__ = ["dam_retrieve", "DAM_KINDS"]
 
 DAM_KINDS = ("poly:<n>", "exp", "exp:<lambda>")
@@ -53,11 +56,11 @@ def dam_retrieve(memories: Tensor, queries: Tensor, kind: str = "poly:10", beta:
     Returns:
         ``(..., Q, d)`` final states in ``(-1, 1)``.
     """
-    if memories.shape[-1] != queries.shape[-1]:
-        raise ValueError(f"memories (..., M, {memories.shape[-1]}) and queries (..., Q, {queries.shape[-1]}) "
-                         "must have the same pattern size")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
+    check_states(memories, queries, beta)
+    check_number(inner_beta, "inner_beta", positive=True, hint=" (λ of the exp separation)")
+    n_iter = check_int(n_iter, "n_iter", minimum=1)
+    if not isinstance(kind, str):
+        raise ValueError(f"kind must be a string such as 'poly:10' or 'exp', got {type(kind).__name__}")
     f = _separation(kind, inner_beta)
     q = queries
     for _ in range(n_iter):

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .mappings import HopfieldMapping, resolve_hopfield_mapping
 from .post import post_bound, post_psi, resolve_post
+from .retrieval import check_states
 
 __all__ = ["hopfield_energy"]
 
@@ -41,19 +42,24 @@ def hopfield_energy(memories: Tensor, queries: Tensor, mapping: str | HopfieldMa
             ``(..., Q, M)``), True = pattern is stored / takes part.
 
     Returns:
-        ``(..., Q)`` energies, ``>= 0``.
+        ``(..., Q)`` energies, ``>= 0``. A state whose patterns are all masked has
+        ``+inf`` energy: with nothing stored, ``Ω*`` is a max over an empty set (``−inf``),
+        and the update retrieves zeros there (:func:`hopfield_retrieve`).
     """
+    check_states(memories, queries, beta, mask)
     hm = resolve_hopfield_mapping(mapping)
     name, _ = resolve_post(post)
     if name == "custom":
         raise ValueError("hopfield_energy needs a named post-transform (identity, l2, layernorm)")
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
     scores = beta * queries @ memories.transpose(-1, -2)  # (..., Q, M)
+    empty = None
     if mask is not None:
         m = mask if mask.dim() == scores.dim() else mask.unsqueeze(-2)
-        scores = scores.masked_fill(~m, -math.inf)
         n = m.expand_as(scores).sum(-1).to(scores.dtype)
+        empty = n == 0
+        # rows with nothing stored get finite dummy scores (so no NaN), then +inf below
+        scores = scores.masked_fill(~m & ~empty[..., None], -math.inf)
+        n = n.clamp_min(1)
     else:
         n = torch.full(scores.shape[:-1], float(scores.shape[-1]), dtype=scores.dtype, device=scores.device)
     conj = hm.conjugate(scores, dim=-1)
@@ -62,4 +68,7 @@ def hopfield_energy(memories: Tensor, queries: Tensor, mapping: str | HopfieldMa
     omega_u = hm.uniform_regularizer(n).to(scores)
     bound = post_bound(name, queries.shape[-1])
     const = (0.5 * (s * big_m) ** 2) if math.isinf(bound) else s * big_m * bound
-    return -conj / beta + post_psi(queries, name) - omega_u / beta + const
+    energy = -conj / beta + post_psi(queries, name) - omega_u / beta + const
+    if empty is not None:
+        energy = energy.masked_fill(empty, math.inf)
+    return energy

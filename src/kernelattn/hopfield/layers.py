@@ -433,6 +433,23 @@ class Hopfield(nn.Module):
                 raise ValueError(f"{name} must be a floating-point tensor (B, n, E) "
                                  f"({'batch first' if self.batch_first else '(n, B, E) when batch_first=False'}), "
                                  f"got {getattr(t, 'shape', type(t).__name__)}")
+        # Feature sizes and dtype against the layer's own sizes and weights, so a wrong input
+        # names its argument instead of failing inside a LayerNorm or Linear.
+        param = next(self.parameters(), None)
+        for name, t, size, learned in (
+                ("stored_pattern", stored, self.stored_pattern_size, self.k_proj or self.norm_stored_pattern),
+                ("state_pattern", state, self.input_size, self.q_proj or self.norm_state_pattern),
+                ("pattern_projection", projection, self.pattern_projection_size,  # connected: via k_proj first
+                 None if self.pattern_projection_as_connected else self.v_proj or self.norm_pattern_projection)):
+            if learned is not None and size is not None and t.shape[-1] != size:
+                raise ValueError(f"{name} has {t.shape[-1]} features (last dim, shape {tuple(t.shape)}) but this "
+                                 f"layer was built for {size}")
+            if param is not None and (t.dtype != param.dtype or t.device != param.device):
+                raise ValueError(f"{name} is {t.dtype} on {t.device} but the layer's weights are {param.dtype} on "
+                                 f"{param.device}; move one with .to()")
+        if isinstance(self.scaling, float) and not math.isfinite(self.scaling) or \
+                isinstance(self.scaling, Tensor) and not bool(torch.isfinite(self.scaling).all()):
+            raise ValueError(f"scaling (β) must be finite, got {self.scaling}")
         if not self.batch_first:
             stored, state, projection = (t.transpose(0, 1) for t in (stored, state, projection))
         if stored.shape[:2] != projection.shape[:2]:

@@ -20,18 +20,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_int, check_number, check_tensor
 from .mappings import HopfieldMapping, resolve_hopfield_mapping
 from .structured import constrained_sparsemax, sequential_ksubsets
 
 __all__ = ["free_recall", "sequential_recall", "levenshtein_coefficient"]
 
 
-def _check(memories: Tensor) -> Tensor:
-    if not isinstance(memories, Tensor) or memories.dim() != 2 or not memories.is_floating_point():
-        raise ValueError(f"memories must be a floating-point (M, d) tensor, got "
-                         f"{getattr(memories, 'shape', type(memories).__name__)}")
+def _check(memories: Tensor, beta, n_iter, gamma, decay) -> Tensor:
+    check_tensor(memories, "memories", dims=(2,), nonempty=(-1,))
     if memories.shape[0] < 2:
-        raise ValueError("recall needs at least two stored patterns")
+        raise ValueError(f"recall needs at least two stored patterns, got memories of shape {tuple(memories.shape)}")
+    check_number(beta, "beta", positive=True, hint=" (the inverse temperature)")
+    check_int(n_iter, "n_iter", minimum=1)
+    check_number(gamma, "gamma", nonnegative=True, hint=" (the inhibition strength)")
+    check_number(decay, "decay", minimum=0.0, maximum=1.0, hint=" (the inhibition's memory, in [0, 1])")
     return memories.to(torch.float64)
 
 
@@ -51,9 +54,8 @@ def free_recall(memories: Tensor, mapping: str | HopfieldMapping = "sparsemax", 
     Returns:
         The ``M`` recalled pattern indices, in order.
     """
-    x = _check(memories)
-    if method not in ("inhibition", "constrained"):
-        raise ValueError(f"method must be 'inhibition' or 'constrained', got {method!r}")
+    x = _check(memories, beta, n_iter, gamma, decay)
+    check_choice(method, "method", ("inhibition", "constrained"))
     hm = resolve_hopfield_mapping(mapping)
     m = x.shape[0]
     q = x[0]
@@ -94,7 +96,10 @@ def sequential_recall(memories: Tensor, mapping: str | HopfieldMapping = "sparse
     Returns:
         The ``M − 1`` recalled indices (ideally ``1, 2, …, M − 1``).
     """
-    x = _check(memories)
+    x = _check(memories, beta, n_iter, gamma, decay)
+    check_number(omega, "omega", hint=" (the bonus of the pattern just recalled)")
+    check_number(inner_beta, "inner_beta", positive=True)
+    k = check_int(k, "k", minimum=1, maximum=x.shape[0], hint=" (the window size)")
     hm = resolve_hopfield_mapping(mapping)
     m = x.shape[0]
     q = x[0]

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from .._validation import check_bool_mask, check_int, check_number, check_tensor
 from .mappings import HopfieldMapping, resolve_hopfield_mapping
 from .post import resolve_post
 
@@ -38,16 +39,61 @@ class Retrieval(NamedTuple):
     converged: Tensor
 
 
-def _check(memories: Tensor, queries: Tensor, beta: float) -> None:
-    for name, t in (("memories", memories), ("queries", queries)):
-        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() < 2:
-            raise ValueError(f"{name} must be a floating-point tensor of shape (..., n, d), got "
-                             f"{getattr(t, 'shape', type(t).__name__)}")
+def check_states(memories: Tensor, queries: Tensor, beta=None, mask: Tensor | None = None) -> tuple[int, ...]:
+    """Validate the arguments every Hopfield function shares; return the scores' shape ``(..., Q, M)``.
+
+    ``memories`` ``(..., M, d)`` with ``M, d >= 1`` and ``queries`` ``(..., Q, d)``: floating,
+    one dtype and device, leading dims that broadcast. ``beta``: a finite number > 0, or a
+    positive floating tensor that broadcasts against the scores. ``mask``: bool, True =
+    the pattern takes part, ``(..., M)`` or ``(..., Q, M)``.
+    """
+    check_tensor(memories, "memories", nonempty=(-1,))
+    check_tensor(queries, "queries", like=memories, like_name="memories")
+    for name, t, n in (("memories", memories, "M"), ("queries", queries, "Q")):
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., {n}, d) (at least 2 dims), got {tuple(t.shape)}; "
+                             f"use {name}.unsqueeze(0) for a single pattern")
+    if memories.shape[-2] == 0:
+        raise ValueError(f"memories has no stored pattern (shape {tuple(memories.shape)}); store at least one")
     if memories.shape[-1] != queries.shape[-1]:
         raise ValueError(f"memories (..., M, {memories.shape[-1]}) and queries (..., Q, {queries.shape[-1]}) "
                          "must have the same pattern size d")
-    if not (isinstance(beta, (int, float)) and beta > 0) and not isinstance(beta, Tensor):
-        raise ValueError(f"beta must be > 0, got {beta!r}")
+    try:
+        lead = torch.broadcast_shapes(memories.shape[:-2], queries.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the leading (batch) dims of memories {tuple(memories.shape)} and queries "
+                         f"{tuple(queries.shape)} do not broadcast") from None
+    scores = (*lead, queries.shape[-2], memories.shape[-2])
+    if isinstance(beta, Tensor) and beta.numel() != 1:
+        check_tensor(beta, "beta", like=memories, like_name="memories")
+        if not bool(torch.isfinite(beta).all()) or not bool((beta > 0).all()):
+            raise ValueError("beta must be finite and > 0 everywhere")
+    elif beta is not None:
+        check_number(beta, "beta", positive=True, hint=" (the inverse temperature)")
+    if mask is not None:
+        if isinstance(mask, Tensor) and mask.dim() == 0:
+            raise ValueError("mask must have shape (..., M) or (..., Q, M) (True = the pattern takes part), got a "
+                             "0-dim tensor")
+        m = mask.unsqueeze(-2) if isinstance(mask, Tensor) and mask.dim() != len(scores) else mask
+        check_bool_mask(m, "mask", scores, memories, "memories")
+    return scores
+
+
+def _masked(scores: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Scores with masked patterns at ``-inf``, and the rows with no pattern left (or None).
+
+    Those rows get score 0 everywhere so the mapping (and its gradient) stays finite;
+    the caller zeroes their weights: a state with nothing stored retrieves zeros.
+    """
+    if mask is None:
+        return scores, None
+    m = mask if mask.dim() == scores.dim() else mask.unsqueeze(-2)
+    empty = ~m.any(-1, keepdim=True)  # (..., Q, 1)
+    scores = scores.masked_fill(~m, -math.inf)
+    if bool(empty.any()):
+        scores = scores.masked_fill(empty, 0.0)
+        return scores, empty
+    return scores, None
 
 
 def hopfield_step(memories: Tensor, queries: Tensor, mapping: str | HopfieldMapping = "softmax",
@@ -60,12 +106,16 @@ def hopfield_step(memories: Tensor, queries: Tensor, mapping: str | HopfieldMapp
     Returns:
         ``(new_queries (..., Q, d), weights (..., Q, M))``.
     """
-    hm = resolve_hopfield_mapping(mapping)
-    _, post_fn = resolve_post(post)
-    scores = beta * (queries @ memories.transpose(-1, -2))  # (..., Q, M)
-    if mask is not None:
-        scores = scores.masked_fill(~(mask if mask.dim() == scores.dim() else mask.unsqueeze(-2)), -math.inf)
+    check_states(memories, queries, beta, mask)
+    return _step(memories, queries, resolve_hopfield_mapping(mapping), beta, resolve_post(post)[1], mask)
+
+
+def _step(memories: Tensor, queries: Tensor, hm: HopfieldMapping, beta, post_fn, mask: Tensor | None
+          ) -> tuple[Tensor, Tensor]:
+    scores, empty = _masked(beta * (queries @ memories.transpose(-1, -2)), mask)  # (..., Q, M)
     w = hm(scores, dim=-1)
+    if empty is not None:
+        w = w.masked_fill(empty, 0.0)
     return post_fn(w @ memories), w
 
 
@@ -92,24 +142,26 @@ def hopfield_retrieve(memories: Tensor, queries: Tensor, mapping: str | Hopfield
             (centre and scale to unit variance, no affine), or any callable on
             ``(..., d)`` (no energy guarantee then).
         mask: optional boolean ``(..., M)`` or ``(..., Q, M)``, True = pattern takes part.
+            A state whose patterns are all masked has nothing to retrieve: its weights
+            are zero and its state is ``post(0)`` (zeros for the named posts), as in the
+            :class:`Hopfield` layer.
         return_info: return a :class:`Retrieval` with the last weights and convergence.
 
     Returns:
         ``(..., Q, d)`` retrieved states, or a :class:`Retrieval`.
     """
-    _check(memories, queries, beta)
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    check_states(memories, queries, beta, mask)
+    n_iter = check_int(n_iter, "n_iter", minimum=1)
+    check_number(tol, "tol", nonnegative=True)
     hm = resolve_hopfield_mapping(mapping)
+    _, post_fn = resolve_post(post)
     scale = max(1.0, float(memories.detach().abs().amax())) if memories.numel() else 1.0
     q = queries
     converged = torch.zeros(queries.shape[:-1], dtype=torch.bool, device=queries.device)
     w = None
     done = 0
     for done in range(1, n_iter + 1):
-        q_new, w = hopfield_step(memories, q, hm, beta, post, mask)
+        q_new, w = _step(memories, q, hm, beta, post_fn, mask)
         moved = (q_new - q).detach().abs().amax(-1)
         q = q_new
         converged = moved <= tol * scale
@@ -132,8 +184,10 @@ def pattern_margins(memories: Tensor) -> Tensor:
     Returns:
         ``(..., M)`` margins.
     """
-    if memories.shape[-2] < 2:
-        raise ValueError("pattern_margins needs at least two stored patterns")
+    check_tensor(memories, "memories")
+    if memories.dim() < 2 or memories.shape[-2] < 2:
+        raise ValueError(f"pattern_margins needs at least two stored patterns: memories (..., M, d) with M >= 2, got shape "
+                         f"{tuple(memories.shape)}")
     g = memories @ memories.transpose(-1, -2)  # (..., M, M)
     diag = torch.diagonal(g, dim1=-2, dim2=-1)
     off = g.masked_fill(torch.eye(g.shape[-1], dtype=torch.bool, device=g.device), -math.inf)

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from .._validation import check_token_ids
 from ..mappings import resolve_mapping
 
-__all__ = ["check_common", "LayerNorm", "decay_groups"]
+__all__ = ["check_common", "check_model_inputs", "LayerNorm", "decay_groups"]
+
+IGNORE_INDEX = -100  # targets to skip in the loss, as in F.cross_entropy
+
+
+def check_model_inputs(idx, targets, vocab_size: int) -> None:
+    """``idx`` ``(B, T)`` token ids in ``[0, vocab_size)``; ``targets`` the same shape, ids or -100.
+
+    Skipped while ``torch.compile`` traces the model: the check reads the ids' min and max
+    on the host, which would break the graph.
+    """
+    if torch.compiler.is_compiling():
+        return
+    check_token_ids(idx, "idx", vocab_size)
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}; use idx[None] for "
+                         f"one sequence")
+    if targets is not None:
+        check_token_ids(targets, "targets", vocab_size, ignore_index=IGNORE_INDEX)
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
 
 
 def check_common(cfg) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..modules.attention import KernelMultiheadAttention
-from .common import LayerNorm, check_common
+from .common import LayerNorm, check_common, check_model_inputs
 
 __all__ = ["GPTConfig", "GPT"]
 
@@ -88,6 +88,7 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: Tensor, targets: Tensor | None = None):
+        check_model_inputs(idx, targets, self.config.vocab_size)
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size={self.config.block_size}")

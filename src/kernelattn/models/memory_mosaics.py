@@ -18,7 +18,7 @@ from .._validation import check_choice, check_probability
 from ..attention import kernel_attention
 from ..mappings import alpha_from_parameter, alpha_parameter, resolve_mapping
 from ..modules.leaky import leaky_average
-from .common import LayerNorm, check_common
+from .common import LayerNorm, check_common, check_model_inputs
 
 __all__ = ["MemoryMosaicsConfig", "MemoryMosaics", "ContextMemory", "PersistentMemory", "MEMORY_MOSAICS_ONLY"]
 
@@ -333,6 +333,7 @@ class MemoryMosaics(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: Tensor, targets: Tensor | None = None):
+        check_model_inputs(idx, targets, self.config.vocab_size)
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size={self.config.block_size}")
