@@ -168,26 +168,32 @@ def _concurrent(env, d: Path) -> subprocess.CompletedProcess:
 
 
 def _orphans(env, d: Path) -> subprocess.CompletedProcess:
-    """Kill `reproduce --jobs 2` with SIGKILL; count its workers still alive 10 s later."""
+    """Kill `reproduce --jobs 2` with SIGKILL while its two workers train; time how long they outlive it."""
+    out = d / "s"
     parent = subprocess.Popen([sys.executable, "-m", "kernelattn", "reproduce", "--preset", "smoke", "--tasks",
-                               "copy", "--methods", "softmax,sparsemax", "--jobs", "2", "--out", str(d / "s")],
+                               "copy", "--methods", "softmax,sparsemax", "--jobs", "2", "--out", str(out)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    workers = []
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.5)
-        workers = _children(parent.pid)
+    deadline = time.time() + 180
+    # both workers are training once their run folders hold a config.json
+    while time.time() < deadline and len(list(out.glob("runs/**/config.json"))) < 2 and parent.poll() is None:
+        time.sleep(0.1)
+    workers = _children(parent.pid)
     parent.kill()
     parent.wait()
-    time.sleep(10)
+    t0 = time.time()
+    while any(map(_alive, workers)) and time.time() - t0 < 30:
+        time.sleep(0.1)
     alive = [p for p in workers if _alive(p)]
     for p in alive:  # clean up what the census left behind
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    msg = f"{len(alive)} of {len(workers)} workers still running 10 s after the parent was killed"
-    return subprocess.CompletedProcess([], 0 if not alive else 1, "", msg)
+    if alive:
+        msg = f"{len(alive)} of {len(workers)} training workers still running 30 s after the parent was killed"
+    else:
+        msg = f"all {len(workers)} training workers exited {time.time() - t0:.1f} s after the parent was killed"
+    return subprocess.CompletedProcess([], 0 if workers and not alive else 1, "", msg)
 
 
 def _children(pid: int) -> list[int]:
@@ -201,7 +207,7 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 out.append(int(p.name))
     # the spawn start method also runs a resource tracker: keep the pool workers only
-    return [c for c in out if "resource_tracker" not in _cmdline(c)]
+    return [c for c in out if "spawn_main" in _cmdline(c)]
 
 
 def _cmdline(pid: int) -> str:

@@ -37,7 +37,8 @@ def _die_with_parent(parent_pid: int) -> None:
     without a process group signal) leaves the workers training on as orphans, writing
     into the sweep's folders. On Linux the kernel delivers SIGTERM at the parent's death
     (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread notices the worker being
-    re-parented within a second.
+    re-parented within a second. A worker whose parent died while it was still starting
+    (importing torch) exits here, before it takes any run.
     """
     import signal
     import sys
