@@ -219,7 +219,8 @@ def check_token_ids(idx, name: str, vocab_size: int, ignore_index: int | None = 
     if not isinstance(idx, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of token ids, got {type(idx).__name__}")
     if idx.dtype not in (torch.int64, torch.int32):  # what nn.Embedding takes
-        raise ValueError(f"{name} must hold int64 (or int32) token ids, got dtype {idx.dtype}; convert with {name}.long()")
+        raise ValueError(f"{name} must hold int64 (or int32) token ids, got dtype {idx.dtype}; convert with "
+                         f"{name}.long()")
     if idx.numel():
         ids = idx if ignore_index is None else idx[idx != ignore_index]
         if ids.numel():

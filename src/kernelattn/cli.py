@@ -78,7 +78,8 @@ def _checkpoint_step(path: Path) -> int | None:
 
     if not path.exists():
         return None
-    return load_checkpoint(path, map_location="cpu", mmap=True, required=REQUIRED_KEYS)["step"]  # CheckpointError names the file
+    # a damaged or foreign file raises CheckpointError (a ValueError naming the file): exit 2
+    return load_checkpoint(path, map_location="cpu", mmap=True, required=REQUIRED_KEYS)["step"]
 
 
 def _train(args) -> int:

@@ -186,8 +186,8 @@ def pattern_margins(memories: Tensor) -> Tensor:
     """
     check_tensor(memories, "memories")
     if memories.dim() < 2 or memories.shape[-2] < 2:
-        raise ValueError(f"pattern_margins needs at least two stored patterns: memories (..., M, d) with M >= 2, got shape "
-                         f"{tuple(memories.shape)}")
+        raise ValueError(f"pattern_margins needs at least two stored patterns: memories (..., M, d) with M >= 2, "
+                         f"got shape {tuple(memories.shape)}")
     g = memories @ memories.transpose(-1, -2)  # (..., M, M)
     diag = torch.diagonal(g, dim1=-2, dim2=-1)
     off = g.masked_fill(torch.eye(g.shape[-1], dtype=torch.bool, device=g.device), -math.inf)

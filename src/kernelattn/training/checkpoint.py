@@ -98,6 +98,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False, re
     if missing:
         what = type(state).__name__ if not isinstance(state, dict) else f"a dict without {', '.join(missing)}"
         raise CheckpointError(f"checkpoint {str(path)!r} holds {what}, not a kernelattn training checkpoint; {fix}")
-    if "step" in required and isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
-        raise CheckpointError(f"checkpoint {str(path)!r} has step={state['step']!r}, not a step count; {fix}")
+    step = state.get("step", 0)
+    if "step" in required and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise CheckpointError(f"checkpoint {str(path)!r} has step={step!r}, not a step count; {fix}")
     return state
