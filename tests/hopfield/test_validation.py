@@ -8,9 +8,21 @@ import torch
 
 import kernelattn.hopfield as hf
 
-X = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-Q = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+G = torch.Generator().manual_seed(0)  # never the global RNG: other modules' tests draw from it unseeded
+X = torch.randn(5, 4, generator=G, dtype=torch.float64)
+Q = torch.randn(3, 4, generator=G, dtype=torch.float64)
 MASK = torch.ones(3, 5, dtype=torch.bool)
+
+
+def _randn(*shape, dtype=torch.float64):
+    return torch.randn(*shape, generator=G, dtype=dtype)
+
+
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Layers draw their initial weights from the global RNG; leave it as it was for later tests."""
+    with torch.random.fork_rng(devices=[]):
+        yield
 
 BAD = [  # (override of the arguments, text the message must contain)
     (dict(memories=X.float()), "dtype"),
@@ -20,8 +32,8 @@ BAD = [  # (override of the arguments, text the message must contain)
     (dict(memories=X[:0]), "no stored pattern"),
     (dict(memories=X[:, :0], queries=Q[:, :0]), "memories"),
     (dict(queries=Q[0]), "queries"),
-    (dict(queries=torch.randn(3, 6, dtype=torch.float64)), "pattern size"),
-    (dict(queries=torch.randn(2, 3, 4, dtype=torch.float64), memories=torch.randn(4, 5, 4, dtype=torch.float64)),
+    (dict(queries=_randn(3, 6)), "pattern size"),
+    (dict(queries=_randn(2, 3, 4), memories=_randn(4, 5, 4)),
      "broadcast"),
     (dict(beta=float("nan")), "beta"),
     (dict(beta=0.0), "beta"),
@@ -93,7 +105,7 @@ def test_ridge_zero_with_more_bases_than_patterns_is_the_minimum_norm_limit(basi
     out = exact.retrieve(Q, beta=2.0, n_iter=3)
     assert out.shape == Q.shape and torch.isfinite(out).all()
     # with enough patterns, ridge=0 is plain least squares
-    many = torch.randn(40, 4, dtype=torch.float64)
+    many = _randn(40, 4)
     ls = hf.ContinuousMemory(many, 4, basis, ridge=0.0)
     design = ls.psi(ls.times)
     assert torch.allclose(ls.coefficients, torch.linalg.lstsq(design, many).solution, atol=1e-10)
@@ -137,14 +149,14 @@ def test_recall_and_dam_arguments(call, needle):
 
 
 @pytest.mark.parametrize("call, needle", [
-    (lambda h, x: h(torch.randn(2, 3, 5)), "stored_pattern has 5 features"),
-    (lambda h, x: h((x, torch.randn(2, 3, 5), x)), "state_pattern has 5 features"),
+    (lambda h, x: h(_randn(2, 3, 5, dtype=torch.float32)), "stored_pattern has 5 features"),
+    (lambda h, x: h((x, _randn(2, 3, 5, dtype=torch.float32), x)), "state_pattern has 5 features"),
     (lambda h, x: h(x.double()), "weights are torch.float32"),
     (lambda h, x: hf.Hopfield(input_size=4, scaling=float("nan"))(x), "scaling"),
-    (lambda h, x: hf.HopfieldPooling(4)(torch.randn(2, 3, 6)), "6 features"),
-    (lambda h, x: hf.HopfieldLayer(4)(torch.randn(2, 3, 6)), "6 features"),
+    (lambda h, x: hf.HopfieldPooling(4)(_randn(2, 3, 6, dtype=torch.float32)), "6 features"),
+    (lambda h, x: hf.HopfieldLayer(4)(_randn(2, 3, 6, dtype=torch.float32)), "6 features"),
 ])
 def test_layer_inputs_that_do_not_fit_the_layer_are_named(call, needle):
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=needle):
-        call(hf.Hopfield(input_size=4, num_heads=2), torch.randn(2, 3, 4))
+        call(hf.Hopfield(input_size=4, num_heads=2), _randn(2, 3, 4, dtype=torch.float32))

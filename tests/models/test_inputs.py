@@ -8,8 +8,9 @@ from kernelattn.models import build_model
 
 @pytest.fixture(params=["gpt", "memory_mosaics"])
 def model(request):
-    torch.manual_seed(0)
-    return build_model(request.param, vocab_size=10, n_layer=1, n_head=2, n_embd=8, block_size=8)
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was for later tests
+        torch.manual_seed(0)
+        yield build_model(request.param, vocab_size=10, n_layer=1, n_head=2, n_embd=8, block_size=8)
 
 
 @pytest.mark.parametrize("idx, needle", [
