@@ -49,18 +49,17 @@ def test_raw_automata_follow_regbench_over_many_seeds():
     assert used == set(range(N_LETTERS))  # every one of the 18 letters occurs
 
 
-def test_alphabet_size_is_drawn_from_4_to_18():
-    # a 12-state automaton with 3 letters per state uses up to 18 letters only when its alphabet is large
-    used = [len(random_raw_dfa(random.Random(s), min_states=12, max_states=12, max_out=3).alphabet)
-            for s in range(500)]
-    assert max(used) <= N_LETTERS and min(used) >= 1
-    # with n_letters = 4 only a..d can occur
+def test_letters_come_from_the_alphabet_and_bad_sizes_are_refused():
     assert all(set(random_raw_dfa(random.Random(s), n_letters=4).alphabet) <= {0, 1, 2, 3} for s in range(50))
+    with pytest.raises(ValueError, match="max_out"):
+        random_raw_dfa(random.Random(0), min_states=3, max_out=3)  # a state needs 3 other states
+    with pytest.raises(ValueError, match="min_letters"):
+        random_raw_dfa(random.Random(0), min_letters=19)
 
 
 def test_minimised_automata_are_minimal_canonical_and_same_language():
-    words = [list(w) for k in range(1, 6) for w in itertools.product(range(6), repeat=k)]
-    for seed in range(300):
+    words = [list(w) for k in range(1, 5) for w in itertools.product(range(6), repeat=k)]
+    for seed in range(200):
         raw = random_raw_dfa(random.Random(seed), n_letters=6, min_letters=3)
         d = minimize_dfa(raw)
         assert is_minimal(d) and canonical_dfa(d) == d and 1 <= d.n_states <= raw.n_states

@@ -226,9 +226,10 @@ def random_raw_dfa(rng: random.Random, min_states: int = 4, max_states: int = 12
     if not 1 <= min_states <= max_states or not 1 <= max_out < min_states:
         raise ValueError(f"need 1 <= max_out < min_states <= max_states (every state needs max_out other "
                          f"states to lead to), got states {min_states}..{max_states}, max_out={max_out}")
-    if not max_out <= min_letters <= n_letters:
-        raise ValueError(f"need max_out <= min_letters <= n_letters, got max_out={max_out}, "
-                         f"min_letters={min_letters}, n_letters={n_letters}")
+    if not max_out <= min_letters <= n_letters <= N_LETTERS:
+        raise ValueError(f"need max_out <= min_letters <= n_letters <= {N_LETTERS} (a state draws max_out "
+                         f"letters of the alphabet), got max_out={max_out}, min_letters={min_letters}, "
+                         f"n_letters={n_letters}")
     n = rng.randint(min_states, max_states)
     alphabet = rng.sample(range(n_letters), rng.randint(min_letters, n_letters))
     rows = []
