@@ -485,7 +485,7 @@ class ICLLTask:
         random_raw_dfa(random.Random(0), **self.dfa_kw)  # fail here on bad automaton sizes
         self.vocab_size = VOCAB_SIZE
         self._train: dict[int, DFA] = {}
-        self._train_batch: tuple[Tensor, Tensor] | None = None
+        self._train_batch: tuple[Tensor, ...] | None = None
         self._eval: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self._eval_targets: dict[str, Tensor] = {}
         # held-out automata: test first, then validation without the test languages
@@ -537,23 +537,28 @@ class ICLLTask:
     def _sequences(self, split: str) -> list[list[int]]:
         return [self.sequence(d, _rng(self.seed, "seq", split, i)) for i, d in enumerate(self.dfas(split))]
 
-    def data(self, split: str) -> tuple[Tensor, Tensor]:
-        """The fixed inputs and targets ``(N, seq_len)`` of ``split``, one row per automaton."""
+    def _fixed(self, split: str) -> tuple[Tensor, Tensor]:
         if split == "train":
             if self._train_batch is None:
-                self._train_batch = self._batch(self._sequences("train"))
+                # int16 holds every id and -100: a quarter of the memory of 40k rows of int64
+                self._train_batch = tuple(t.to(torch.int16) for t in self._batch(self._sequences("train")))
             return self._train_batch
         x, _, _ = self.eval_set(split)
         return x, self._eval_targets[split]
 
+    def data(self, split: str) -> tuple[Tensor, Tensor]:
+        """The fixed int64 inputs and targets ``(N, seq_len)`` of ``split``, one row per automaton."""
+        x, y = self._fixed(split)
+        return x.long(), y.long()
+
     def sample(self, split: str, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` rows of the fixed set of ``split``, drawn uniformly with replacement.
 
-        Returns inputs ``(n, seq_len)`` and targets ``(n, seq_len)`` (``-100``: no loss).
+        Returns int64 inputs ``(n, seq_len)`` and targets ``(n, seq_len)`` (``-100``: no loss).
         """
-        x, y = self.data(split)
+        x, y = self._fixed(split)
         which = torch.randint(x.shape[0], (n,), generator=generator)
-        return x[which], y[which]
+        return x[which].long(), y[which].long()
 
     def eval_set(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
         """The fixed scoring set of ``val``/``test``: one sequence per automaton.
