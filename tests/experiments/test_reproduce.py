@@ -31,6 +31,7 @@ def test_tiny_sweep_writes_results_table_and_plots(tmp_path, capsys):
     assert prov["sweep"]["seeds"] == [0, 1] and prov["sweep"]["methods"] == ["softmax", "sparsemax"]
     assert prov["runs_trained"] == prov["runs_total"] == 4 and prov["wall_seconds"] > 0
     assert "git_commit" in prov  # a commit in a checkout, None in an installed copy
+    assert sum(prov["run_code"].values()) == 4 and all(k.startswith(prov["version"] + "@") for k in prov["run_code"])
     for r in data:
         assert {"task", "method", "seed", "metric", "value"} <= r.keys()
     em = [r for r in data if r["metric"] == "exact_match"]

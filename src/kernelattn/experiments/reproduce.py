@@ -157,10 +157,30 @@ def execute_run(spec: RunSpec, preset_name: str | Preset, out: str, device: str 
                 records.append({**base, "metric": "val_loss_curve", "step": row["step"], "value": row["val_loss"]})
     records.append({**base, "metric": "final_train_loss", "value": last.get("train_loss", float("nan"))})
     records.append({**base, "metric": "train_seconds", "value": time.perf_counter() - t0})
+    # the code that trained this run: a sweep finished in parts can span commits (`run_code` in results.json)
+    commit, dirty = _git_commit()
+    from .. import __version__
+
+    (folder / "run_provenance.json").write_text(json.dumps(
+        {"version": __version__, "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__}))
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(records, indent=1))
     os.replace(tmp, folder / "result.json")
     return records
+
+
+def _run_code(runs: list[RunSpec], outp: Path) -> dict[str, int]:
+    """How many of the sweep's runs each code version trained (``version@commit[+dirty]``)."""
+    counts: dict[str, int] = {}
+    for spec in runs:
+        f = spec.folder(outp) / "run_provenance.json"
+        try:
+            d = json.loads(f.read_text())
+            key = f"{d.get('version')}@{(d.get('git_commit') or 'no-git')[:12]}{'+dirty' if d.get('git_dirty') else ''}"
+        except (OSError, ValueError):
+            key = "unrecorded"  # trained before runs recorded their code
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _baselines(preset: Preset, seeds, out: Path) -> list[dict]:
@@ -252,7 +272,8 @@ def _sweep(p: Preset, tasks, methods, seeds, outp: Path, archs, jobs: int, threa
     wall = time.perf_counter() - t0
     prov = provenance(p, dict(tasks=tasks, methods=methods, seeds=list(seeds), archs=list(archs), jobs=jobs,
                               threads=threads, device=device),
-                      started=started, wall_seconds=round(wall, 1), runs_trained=len(todo), runs_total=len(runs))
+                      started=started, wall_seconds=round(wall, 1), runs_trained=len(todo), runs_total=len(runs),
+                      run_code=_run_code(runs, outp))
     written = aggregate(records, outp, preset=p.name, provenance=prov)
     present = {r["task"] for r in records}
     order = {m: i for i, m in enumerate(ALL_METHODS + ("2gram", "3gram"))}
@@ -416,6 +437,10 @@ def aggregate(records: list[dict], out: Path, preset: str = "", provenance: dict
                f"this call trained {provenance.get('runs_trained')} of {provenance.get('runs_total')} runs in "
                f"{provenance.get('wall_seconds', 0) / 60:.1f} min wall time (started {provenance.get('started')}). "
                f"Full settings: `provenance` in results.json.", ""]
+        code = provenance.get("run_code") or {}
+        if code:
+            md += ["Code that trained the runs (version@commit: runs): "
+                   + ", ".join(f"{k}: {v}" for k, v in sorted(code.items())) + ".", ""]
     (out / "results.md").write_text("\n".join(md))
     from .plots import plot_all
 
