@@ -254,7 +254,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="from copy,reverse,sort,mqmtar,icll,lm (default: the preset's list — "
                         f"{_preset_tasks_help()})")
     p.add_argument("--methods", nargs="+", default=None, help="method names (default: the paper's eight)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="seeds, e.g. 0,1,2 (default: the preset's — 0, or 0,1,2 for cpu)")
     p.add_argument("--arch", default="memory_mosaics", choices=["memory_mosaics", "gpt", "both"])
     p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
     p.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),

@@ -54,6 +54,7 @@ class Preset:
     topk: int = 4
     default_tasks: tuple[str, ...] = ALL_TASKS  #: what runs when --tasks is not given
     methods: tuple[str, ...] = DEFAULT_METHODS  #: what runs when --methods is not given
+    seeds: tuple[int, ...] = (0,)  #: what runs when --seeds is not given
 
 
 _LG = dict(train_min=8, train_max=16, test_lengths=(16, 32, 64))

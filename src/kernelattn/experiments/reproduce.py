@@ -194,7 +194,7 @@ def _baselines(preset: Preset, seeds, out: Path) -> list[dict]:
     return recs
 
 
-def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0,), out: str = "runs/reproduce",
+def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=None, out: str = "runs/reproduce",
               archs=("memory_mosaics",), jobs: int = 1, threads: int = 1, device: str = "auto") -> list[dict]:
     """Run (or finish) a sweep and write its results, table and plots. Returns all records."""
     if isinstance(preset, Preset):
@@ -205,6 +205,7 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=(0
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     tasks = list(tasks or p.default_tasks)
     methods = list(methods or p.methods)
+    seeds = list(p.seeds if seeds is None else seeds)
     for t in tasks:
         if t not in p.tasks:
             raise ValueError(f"unknown task {t!r} in --tasks; choose from {', '.join(ALL_TASKS)}")
