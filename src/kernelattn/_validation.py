@@ -184,3 +184,40 @@ def check_tensor(x, name: str, *, dims: tuple[int, ...] | None = None, floating:
         if floating and like.is_floating_point() and x.dtype != like.dtype:
             raise ValueError(f"{name} has dtype {x.dtype} but {like_name} has {like.dtype}; cast one of them")
     return x
+
+
+# ---------------------------------------------------------------------------------------
+# Mapping and attention options (numerics owner). Appended; the checks above are unchanged.
+
+_ALPHA_INF_HINT = ("; α → ∞ is the argmax (hardmax) limit, which has no gradient: take argmax/one-hot "
+                   "yourself, or use a large finite α such as 16")
+
+
+def check_entmax_alpha(alpha, x: Tensor | None, dim: int, *, strict: bool = False):
+    """:func:`check_alpha` plus: finite (α = inf refused, pointing at argmax), and > 1 if ``strict``.
+
+    ``x=None`` checks a float α alone (e.g. parsed from ``"entmax:<α>"``).
+    """
+    if isinstance(alpha, bool):
+        raise TypeError(f"alpha must be a float or a tensor, got {alpha!r}")
+    if isinstance(alpha, Tensor):
+        if alpha.is_floating_point() and torch.isposinf(alpha.detach()).any():
+            raise ValueError("alpha contains inf" + _ALPHA_INF_HINT)
+        if x is not None:
+            alpha = check_alpha(alpha, x, dim)
+        elif not alpha.is_floating_point() or torch.isnan(alpha).any() or (alpha < 1).any():
+            raise ValueError(f"alpha must be a floating-point tensor >= 1, got {alpha}")
+        if strict and (alpha.detach() <= 1).any():
+            raise ValueError("a tensor alpha must be > 1 everywhere (use method='softmax' for α = 1); "
+                             f"got min {alpha.detach().min().item():.4g}")
+        return alpha
+    if not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a float or a tensor, got {type(alpha).__name__} {alpha!r}")
+    a = float(alpha)
+    if a == float("inf"):
+        raise ValueError(f"alpha must be finite, got {alpha}" + _ALPHA_INF_HINT)
+    if not a >= 1.0:  # also rejects NaN
+        raise ValueError(f"alpha must be >= 1 (1 = softmax, 2 = sparsemax), got {alpha}")
+    if strict and a <= 1.0:
+        raise ValueError(f"alpha must be > 1 here, got {alpha}")
+    return a

@@ -16,7 +16,7 @@ from torch import Tensor
 from .entmax import EntmaxFunction, masked_softmax
 from .fixed import normalized_relu, relumax
 from .topk import topk_softmax, topk_uniform
-from ._checks import check_alpha, check_scores
+from .._validation import check_entmax_alpha, check_scores
 
 __all__ = ["Mapping", "resolve_mapping", "METHODS", "ALIASES"]
 
@@ -98,7 +98,7 @@ def resolve_mapping(method: str | Mapping, *, topk: int | None = None, **options
             a = float(name.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"method {method!r}: expected entmax:<alpha> with a number, e.g. entmax:1.25") from None
-        a = check_alpha(a, None, -1)
+        a = check_entmax_alpha(a, None, -1)
         return Mapping(name=f"entmax:{a:g}", kind="entmax", alpha=a)
     if name == "normalized_relu" or name.startswith("normalized_relu:"):
         n = 1
