@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..mappings.registry import Mapping
-from ._solver import integer_order, solve_entmax_block, solve_softmax_block
+from ._solver import general_order, integer_order, normalised_weights, solve_entmax_block, solve_softmax_block
 from . import _sparse
 from ._sparse import (FLUSH_CANDIDATES, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
                       threshold_lower_bound, transpose_perm)
@@ -210,6 +210,8 @@ class _EntmaxAttention(torch.autograd.Function):
         t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
         f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         f0_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        # per-row shift of the scores the weights are rebuilt from (see _solver.BlockStats)
+        c_all = torch.zeros((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
         dense_blocks = []
@@ -248,14 +250,17 @@ class _EntmaxAttention(torch.autograd.Function):
             # normalise the small output, not the block: o = (u^m V) / f
             ob = torch.bmm(P.view(BK, geo.G * nb, kend), v3[:, :kend]).div_(st.f.view(BK, geo.G * nb, 1))
             out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
-            t_all[:, :, i0:i1] = st.t.view(B, Hq, nb)
+            t_all[:, :, i0:i1] = st.rel.view(B, Hq, nb)
+            if st.shift is not None:
+                c_all[:, :, i0:i1] = st.shift.view(B, Hq, nb)
             if not softmax:  # softmax's backward rebuilds normalised weights from t = logsumexp
                 f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
                 f0_all[:, :, i0:i1] = st.f0.view(B, Hq, nb)
         ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
+        ctx.general = not softmax and general_order(alpha_t if alpha_t is not None else alpha_f)
         ctx.has_alpha_t = alpha_t is not None
         ctx.dense_blocks, ctx.sp = dense_blocks, parts.finish()
-        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t)
+        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t, c_all)
         if support is not None:
             ctx.mark_non_differentiable(support)
         return out, support
@@ -263,7 +268,7 @@ class _EntmaxAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, _grad_support=None):
-        q5, k3, v3, out, t_all, f_all, f0_all, alpha_t = ctx.saved_tensors
+        q5, k3, v3, out, t_all, f_all, f0_all, alpha_t, c_all = ctx.saved_tensors
         geo: Geometry = ctx.geo
         dt, dev = q5.dtype, q5.device
         B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
@@ -286,13 +291,24 @@ class _EntmaxAttention(torch.autograd.Function):
             S2 = S.view(R, kend)
             U, W = ws.view(1, R, kend), ws.view(2, R, kend)
             t, f, f0 = _rows(t_all, i0, i1), _rows(f_all, i0, i1), _rows(f0_all, i0, i1)
+            c = _rows(c_all, i0, i1)
             if ctx.softmax:
+                if bool((c != 0).any()):
+                    S2.sub_(c)
                 torch.sub(S2, t, out=U)
                 U.exp_()
                 P, Gm, c_g = U, U, None
             else:
                 a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else ctx.alpha_f
-                P, Gm = _weights_and_g(S2, t, a_rows, ctx.m_int, U, W)
+                if ctx.general:  # rebuild in the solver's units: X = a (S - max), offset t
+                    a_m1 = a_rows - 1
+                    S2.sub_(c).mul_(a_m1)
+                    edge = not isinstance(a_m1, Tensor) and a_m1 > 1
+                    P, Gm = normalised_weights(S2, t, 1.0 / a_m1, edge, U, W)
+                else:
+                    if bool((c != 0).any()):
+                        S2.sub_(c)
+                    P, Gm = _weights_and_g(S2, t, a_rows, ctx.m_int, U, W)
                 c_g = None if ctx.m_int == 1 else f.pow(a_rows - 2)  # g = u^{m-1} f^{α-2}
             dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
             dP = S  # scores are no longer needed: reuse their buffer for dP, then dS

@@ -163,7 +163,8 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
 
     A row stops when ``|F - 1| <= 2 eps``, when the
     bracket is below two rounding units of ``max(v, a)`` (α <= 2) or of ``v`` (α > 2),
-    or (α <= 2) when a Newton step no longer shrinks (rounding noise). Bisection alone
+    or (α <= 2) when a Newton step is below that or stops shrinking at the rounding noise
+    of the row sum. Bisection alone
     meets the bracket test within ``2 log2(1/(eps·min(a, 1))) + 40`` steps, which is the
     loop's bound; reaching it raises instead of returning an unconverged answer.
 
@@ -189,7 +190,8 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
     sgn = 1.0 if edge else -1.0  # F increases with ρ, decreases with σ
     done = torch.zeros(shape, dtype=torch.bool, device=X.device)
     widths = [X.new_full(shape, 2.0), X.new_full(shape, 2.0)]  # bracket widths two and one steps ago
-    last = X.new_full(shape, math.inf)  # previous Newton step size (convex rows)
+    noise = 2 * math.log2(X.shape[-1] + 1)  # rounding of a sum of n terms, in units of tol_v
+    last = X.new_full(shape, math.inf)  # previous Newton step size
     if max_iter is None:
         a_small = float(a_t.min())
         max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
@@ -210,7 +212,9 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
             widths = [widths[1], width]
         tol_v = 2 * eps * torch.maximum(v, floor)
         size = step.abs()
-        stalled = cvx_rows & newton & ((size <= tol_v) | (size >= last))
+        # convex rows: a Newton step below two rounding units, or one that stopped
+        # shrinking while at the rounding noise of the row sum, means converged
+        stalled = cvx_rows & newton & ((size <= tol_v) | ((size >= last) & (size <= noise * tol_v)))
         done = done | ((F - 1).abs() <= tol_f) | (hi - lo <= tol_v) | stalled
         if bool(done.all()):
             break
