@@ -221,3 +221,26 @@ def check_entmax_alpha(alpha, x: Tensor | None, dim: int, *, strict: bool = Fals
     if strict and a <= 1.0:
         raise ValueError(f"alpha must be > 1 here, got {alpha}")
     return a
+
+
+def check_bool(value, name: str) -> bool:
+    """A flag: ``True``/``False`` only (``is_causal=1`` or ``"yes"`` raise TypeError)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_same_device(x: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
+    """``x`` must live on ``ref``'s device (a mask elsewhere is never silently ignored or moved)."""
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but {ref_name} is on {ref.device}; "
+                         f"move it with {name}.to({ref_name}.device)")
+
+
+def check_finite_tensor(x: Tensor, name: str, hint: str = "") -> Tensor:
+    """A tensor option (e.g. a per-key bias) must hold finite values only."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.numel() and not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} contains NaN or inf{hint}")
+    return x

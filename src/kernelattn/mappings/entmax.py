@@ -137,11 +137,12 @@ def _alpha_grad(p: Tensor, grad: Tensor, alpha: Tensor, dim: int) -> Tensor:
 def _entmax_rows(xl: Tensor, a: float | Tensor) -> Tensor:
     """α-entmax along the last dim of max-shifted scores ``xl`` (a = α - 1 > eps; float or (..., 1))."""
     dead = torch.isneginf(xl).all(dim=-1, keepdim=True)
-    X = torch.where(dead, torch.zeros_like(xl), xl * a)
-    v, _, edge = entmax_offset(X, a)
+    score_units = not isinstance(a, Tensor) and a > 1  # see entmax_offset
+    X = torch.where(dead, torch.zeros_like(xl), xl if score_units else xl * a)
+    v, _, edge = entmax_offset(X, a, score_units=score_units)
     m = 1.0 / a
     int_m = None if isinstance(m, Tensor) or abs(m - round(m)) > 1e-9 else int(round(m))
-    w, _ = entmax_weights(X, v, m, int_m, edge)
+    w, _ = entmax_weights(X, v, m, int_m, edge, a if score_units else 1.0)
     # σ is at float resolution, so Σw = 1 up to rounding: dividing by it makes the sum exact
     p = w / w.sum(dim=-1, keepdim=True)
     return torch.where(dead, torch.zeros_like(p), p)
@@ -163,6 +164,11 @@ def _solve(xc: Tensor, alpha: float | Tensor, dim: int) -> Tensor:
         elif alpha == 1.5:
             tau, _ = entmax_threshold(xl, alpha)
             p = (xl / 2 - tau).clamp_min(0).square()
+        elif alpha > 2.0 and xl.dtype == torch.float32:
+            # α > 2: a weight u^{1/(α-1)} at the support's edge hinges on the last digits of
+            # u, so the (exact) float32 scores are solved in float64 — a per-row cost that
+            # the sensitivity is worth (the entmax package's float32 answers are off by 0.1 there)
+            p = _entmax_rows(xl.double(), alpha - 1.0).float()
         else:
             p = _entmax_rows(xl, alpha - 1.0)
         return _to_last(p, dim)
@@ -244,6 +250,8 @@ def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
     """
     dim = check_scores(x, dim)
     alpha = check_entmax_alpha(alpha, x, dim)
+    if x.shape[dim] == 0:
+        return x * 0 if not isinstance(alpha, Tensor) else x * 0 + 0 * alpha.sum()  # as torch.softmax
     return EntmaxFunction.apply(x, alpha, dim)
 
 
@@ -258,6 +266,8 @@ def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
         Tensor of ``x``'s shape and dtype.
     """
     dim = check_scores(x, dim)
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     return EntmaxFunction.apply(x, 2.0, dim)
 
 
@@ -272,6 +282,8 @@ def entmax15(x: Tensor, dim: int = -1) -> Tensor:
         Tensor of ``x``'s shape and dtype.
     """
     dim = check_scores(x, dim)
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     return EntmaxFunction.apply(x, 1.5, dim)
 
 
@@ -282,8 +294,7 @@ def alpha_parameter(alpha: float | Tensor, shape: tuple[int, ...] = ()) -> nn.Pa
     """
     a = torch.as_tensor(alpha, dtype=torch.float32).expand(shape).clone() if shape else \
         torch.as_tensor(alpha, dtype=torch.float32).clone()
-    if (a < 1).any():
-        raise ValueError(f"alpha must be >= 1, got {alpha}")
+    check_entmax_alpha(a, None, -1)
     am1 = (a - 1).clamp_min(1e-4)  # α = 1 exactly would need θ = -inf
     return nn.Parameter(am1 + torch.log(-torch.expm1(-am1)))  # inverse softplus
 
@@ -340,9 +351,16 @@ class Entmax(nn.Module):
         super().__init__()
         self.dim = dim
         self.learnable = learnable
-        a = torch.as_tensor(alpha, dtype=torch.float32)
-        if (a < 1).any():
-            raise ValueError(f"alpha must be >= 1, got {alpha}")
+        check_entmax_alpha(alpha, None, dim)
+        if isinstance(alpha, Tensor) and alpha.requires_grad:
+            if learnable:
+                raise ValueError("alpha is already a tensor that requires grad: pass learnable=False to use it "
+                                 "(its gradient flows to it), or a float/detached tensor with learnable=True")
+            # the caller's own (e.g. learned elsewhere) α: kept as is, so its gradient flows
+            self._alpha_ext = alpha
+        else:
+            self._alpha_ext = None
+        a = torch.as_tensor(alpha.detach() if isinstance(alpha, Tensor) else alpha, dtype=torch.float32)
         if learnable:
             self.theta = alpha_parameter(a)
         else:
@@ -352,11 +370,13 @@ class Entmax(nn.Module):
     def alpha(self) -> Tensor:
         if self.learnable:
             return alpha_from_parameter(self.theta)
+        if self._alpha_ext is not None:
+            return self._alpha_ext
         return self._alpha
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.alpha
-        if a.dim() == 0 and not self.learnable:
+        if a.dim() == 0 and not self.learnable and not a.requires_grad:
             return entmax(x, float(a), self.dim)
         if a.dim() == 0:
             a = a.reshape([1] * x.dim())

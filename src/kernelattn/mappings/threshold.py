@@ -109,8 +109,8 @@ def softmax_limit(alpha_minus_1: float | Tensor, dtype: torch.dtype) -> bool | T
     return alpha_minus_1 <= torch.finfo(dtype).eps
 
 
-def entmax_weights(X: Tensor, v: Tensor, m: float | Tensor, int_m: int | None, edge: bool = False
-                   ) -> tuple[Tensor, Tensor]:
+def entmax_weights(X: Tensor, v: Tensor, m: float | Tensor, int_m: int | None, edge: bool = False,
+                   unit: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(w, w1) = (u^m, u^{m-1})`` on the support (0 off it) for the base ``u`` at offset ``v``.
 
     ``X = (α-1)(x - max x) <= 0``. With ``edge=False`` the offset is ``v = σ`` and
@@ -119,10 +119,14 @@ def entmax_weights(X: Tensor, v: Tensor, m: float | Tensor, int_m: int | None, e
     resolves them finely). Every weight is at most 1: no overflow for any α, and
     ``m = 1/(α-1)`` may be huge (α → 1). For a non-integer or large ``m`` the σ form is
     evaluated as ``exp(m log1p(X - σ))``: ``X - σ`` keeps its relative precision even
-    when it is ~1e-9, where ``1 + X - σ`` would round to 1.
+    when it is ~1e-9, where ``1 + X - σ`` would round to 1. With ``edge`` and ``unit = a``,
+    ``X`` and ``v`` are in score units instead (``u = a (z + r)``): the one rounding of
+    ``z + r`` is then the only absolute error in ``u``.
     """
     if edge:
         u = (X + v).clamp_min_(0)
+        if unit != 1.0:
+            u.mul_(unit)
         live = u > 0
         w1 = torch.where(live, u.pow(m - 1), torch.zeros_like(u))  # (m - 1) < 0: 0^(m-1) = inf is masked
         return w1 * u, w1
@@ -143,7 +147,8 @@ def entmax_weights(X: Tensor, v: Tensor, m: float | Tensor, int_m: int | None, e
     return w, w1
 
 
-def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> tuple[Tensor, int, bool]:
+def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None, score_units: bool = False
+                  ) -> tuple[Tensor, int, bool]:
     """Solve ``Σ_j u_j^{1/a} = 1`` along the last dim, relative to the row maximum.
 
     ``X = a (x - max x)`` (``a = α - 1``, entries ``<= 0``, ``-inf`` = masked; every row
@@ -168,8 +173,13 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
     meets the bracket test within ``2 log2(1/(eps·min(a, 1))) + 40`` steps, which is the
     loop's bound; reaching it raises instead of returning an unconverged answer.
 
+    With ``score_units`` (float α > 2 only), ``X`` is ``x - max x`` and the unknown is
+    ``r = ρ/a`` in score units, ``u = a (X + r)``: this avoids the rounding of ``a·(x - max)``,
+    which near-ties at the support's edge would otherwise amplify.
+
     Returns:
-        ``(v, n_iter, edge)``: ``v`` shaped ``(..., 1)`` (σ, or ρ when ``edge``).
+        ``(v, n_iter, edge)``: ``v`` shaped ``(..., 1)`` (σ, or ρ when ``edge``; ``r`` with
+        ``score_units``).
     """
     dt = X.dtype
     eps = torch.finfo(dt).eps
@@ -179,15 +189,16 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
     if not isinstance(m, Tensor) and abs(m - round(m)) < 1e-9:
         int_m = int(round(m))
     edge = not isinstance(a, Tensor) and a > 1
+    unit = a if edge and score_units else 1.0
     convex = bool((a <= 1).all()) if isinstance(a, Tensor) else a <= 1
     a_t = torch.as_tensor(a, dtype=dt, device=X.device)
-    floor = torch.where(a_t <= 1, a_t, torch.full_like(a_t, eps)).expand(shape)
+    floor = torch.where(a_t <= 1, a_t, torch.full_like(a_t, eps / unit)).expand(shape)
     cvx_rows = (a_t <= 1).expand(shape)
     tol_f = 2 * eps
     lo = X.new_zeros(shape)
-    hi = X.new_ones(shape)
+    hi = X.new_full(shape, 1.0 / unit)
     v = hi.clone() if edge else lo.clone()
-    sgn = 1.0 if edge else -1.0  # F increases with ρ, decreases with σ
+    sgn = 1.0 / unit if edge else -1.0  # F increases with ρ, decreases with σ
     done = torch.zeros(shape, dtype=torch.bool, device=X.device)
     widths = [X.new_full(shape, 2.0), X.new_full(shape, 2.0)]  # bracket widths two and one steps ago
     noise = 2 * math.log2(X.shape[-1] + 1)  # rounding of a sum of n terms, in units of tol_v
@@ -197,7 +208,7 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None) -> 
         max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        w, w1 = entmax_weights(X, v, m, int_m, edge)
+        w, w1 = entmax_weights(X, v, m, int_m, edge, unit)
         F = w.sum(dim=-1, keepdim=True)
         F1 = w1.sum(dim=-1, keepdim=True)
         left = (F > 1) if not edge else (F < 1)  # v is left of the root
