@@ -250,8 +250,8 @@ def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
     """
     dim = check_scores(x, dim)
     alpha = check_entmax_alpha(alpha, x, dim)
-    if x.shape[dim] == 0:
-        return x * 0 if not isinstance(alpha, Tensor) else x * 0 + 0 * alpha.sum()  # as torch.softmax
+    if x.numel() == 0:  # nothing to normalise over (as torch.softmax); keeps α in the graph
+        return x * 0 if not isinstance(alpha, Tensor) else x * 0 + 0 * alpha.sum()
     return EntmaxFunction.apply(x, alpha, dim)
 
 

@@ -204,7 +204,7 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None, sco
     noise = 2 * math.log2(X.shape[-1] + 1)  # rounding of a sum of n terms, in units of tol_v
     last = X.new_full(shape, math.inf)  # previous Newton step size
     if max_iter is None:
-        a_small = float(a_t.min())
+        a_small = float(a_t.min()) if a_t.numel() else 1.0
         max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
