@@ -239,7 +239,7 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
     if causal_offset is not None and causal_offset >= key.shape[-2] - 1:
         causal_offset = None  # every query already sees every key
     mapping, alpha_t = _resolve(method, alpha, topk, options)
-    if alpha_t is None and mapping.kind == "entmax" and mapping.alpha != 1.0 and softmax_limit(
+    if alpha_t is None and mapping.kind == "entmax" and mapping.alpha != 1.0 and backend != "sparse" and softmax_limit(
             mapping.alpha - 1.0, torch.float64 if query.dtype == torch.float64 else torch.float32):
         mapping = resolve_mapping("softmax")  # equal to float rounding (see mappings.threshold.softmax_limit)
     squeeze = query.dim() == 3
@@ -278,6 +278,12 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
                           fixed_support=fixed_support)
     if dropout_p and name != "sdpa":
         raise ValueError("dropout_p > 0 needs the sdpa backend")
+    if name == "sdpa" and backend == "auto" and not dropout_p and bool(
+            torch.isnan(query).any() | torch.isnan(key).any()):
+        # PyTorch's fused kernel can turn a NaN row into a finite 0; the blocked path keeps
+        # the NaN in exactly the rows it touches (the documented policy). Two cheap
+        # reductions, O((Lq + Lk)·E) next to the O(Lq·Lk·E) attention.
+        name = select_backend(query, key, value, is_softmax=True, backend="blocked")
     if name == "sdpa":
         return _sdpa(query, key, value, mask, causal_offset, scale, enable_gqa, dropout_p)
     if name == "adasplash":
