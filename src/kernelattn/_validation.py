@@ -244,3 +244,11 @@ def check_finite_tensor(x: Tensor, name: str, hint: str = "") -> Tensor:
     if x.numel() and not bool(torch.isfinite(x.detach()).all()):
         raise ValueError(f"{name} contains NaN or inf{hint}")
     return x
+
+
+# Non-finite policy, attention details (numerics owner): a NaN in a query makes that query's
+# output rows NaN; a NaN in a key makes NaN every query row that scores it — including rows
+# where the key is hidden by an additive float mask or by ``is_causal`` (the causal triangle
+# is added as -inf, and -inf + NaN = NaN); only a boolean ``attn_mask`` removes a key outright.
+# The SDPA path checks queries and keys for NaN (two reductions) and sends such calls to the
+# blocked path, since PyTorch's fused kernel can turn a NaN row into a finite 0.

@@ -582,7 +582,8 @@ class _RowStatAttention(torch.autograd.Function):
             if kind == "topk_softmax":
                 dS.mul_(S).div_(f)
             elif kind == "normalized_relu":
-                dS.mul_(g).mul_((mp.scale * mp.n) / f)
+                # w, f and g were rebuilt divided by m^n, m^n and m^{n-1}: one 1/m remains
+                dS.mul_(g).mul_((mp.scale * mp.n) / (f * m if mp.n > 1 else f))
             else:  # relumax
                 dS.mul_(S > 0).div_(f * mp.temperature)
                 share = dS.sum(-1, keepdim=True) / is_max.sum(-1, keepdim=True).clamp_min(1)
@@ -603,6 +604,11 @@ def _fixed_kernel_rows(parts: list, mapping: Mapping) -> _SparseState:
     row_of = torch.repeat_interleave(torch.arange(R, device=values.device), lengths, output_size=N)
     n, a = int(mapping.n), float(mapping.scale)
     u = values.mul(a).add_(mapping.bias).clamp_(min=0)
+    top = None
+    if n > 1:  # relative to the row's largest base, as on the dense path (underflow of u^n)
+        top = torch.segment_reduce(u, "max", lengths=lengths, axis=0, unsafe=True, initial=0.0)
+        top = torch.where(top > 0, top, torch.ones_like(top))
+        u = u / top.index_select(0, row_of)
     w = u if n == 1 else u.pow(n)
     keep = (w > 0).nonzero().squeeze(1)  # (a s + b)^n can underflow to 0 for large n
     kept_rows = row_of.index_select(0, keep)
@@ -613,15 +619,24 @@ def _fixed_kernel_rows(parts: list, mapping: Mapping) -> _SparseState:
     f = torch.where(f > 0, f, torch.ones_like(f))
     inv_f = (1.0 / f).index_select(0, kept_rows)
     w, u = w.index_select(0, keep), u.index_select(0, keep)
-    g = (torch.ones_like(u) if n == 1 else u.pow(n - 1)).mul_(inv_f * (a * n))
+    # u was divided by the row's top: g = a n u^{n-1} / (f top)
+    inv_ft = inv_f if top is None else inv_f / top.index_select(0, kept_rows)
+    g = (torch.ones_like(u) if n == 1 else u.pow(n - 1)).mul_(inv_ft * (a * n))
     rows = SparseRows(crow, col.index_select(0, keep), w.mul_(inv_f), f.view(-1, 1), f.view(-1, 1), 0)
     return _SparseState(rows, cat([p.row_ids for p in parts]), None, g)
 
 
 def _row_stats(S: Tensor, mapping: Mapping) -> tuple[Tensor, Tensor]:
     """The per-row numbers a block's weights are rebuilt from: (m, τ)."""
-    if mapping.kind in ("relumax", "normalized_relu"):
-        m = S.amax(-1, keepdim=True) if mapping.kind == "relumax" else S.new_zeros(S.shape[:-1] + (1,))
+    if mapping.kind == "normalized_relu":
+        # m = the row's largest weight base relu(a·max + b) (a > 0): the weights are divided
+        # by it before the power, as relu(...)^n underflows to 0 (or a denormal that a
+        # flush-to-zero CPU divides into NaN) for scores near 1e-20 in float32
+        top = (S.amax(-1, keepdim=True) * mapping.scale + mapping.bias).clamp_(min=0)
+        m = torch.where(top > 0, top, torch.ones_like(top)) if mapping.n > 1 else torch.ones_like(top)
+        return m, torch.full_like(m, float("inf"))
+    if mapping.kind == "relumax":
+        m = S.amax(-1, keepdim=True)
         t = torch.full_like(m, float("inf"))
     else:
         top = torch.topk(S, min(mapping.k, S.shape[-1]), dim=-1).values
@@ -639,6 +654,8 @@ def _rebuild(S: Tensor, mapping: Mapping, m: Tensor, t: Tensor, W: Tensor | None
     if kind == "normalized_relu":
         n = int(mapping.n)
         S.mul_(mapping.scale).add_(mapping.bias).clamp_(min=0)  # masked -inf stay at 0
+        if n > 1:
+            S.div_(m)  # relative to the row's largest base (see _row_stats)
         g = None
         if W is not None:
             if n == 1:
