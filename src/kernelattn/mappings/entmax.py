@@ -140,6 +140,22 @@ def _entmax_rows(xl: Tensor, a: float | Tensor) -> Tensor:
     score_units = not isinstance(a, Tensor) and a > 1  # see entmax_offset
     X = torch.where(dead, torch.zeros_like(xl), xl if score_units else xl * a)
     v, _, edge = entmax_offset(X, a, score_units=score_units)
+    if score_units:
+        # α > 2: re-solve with the origin at a score z_k next to the support's edge, so the
+        # offset δ = r + z_k (often far below one rounding unit of r: a near-tie at the
+        # edge) is resolved in its own right (z_j - z_k is exact for near values). Two
+        # origins: the nearest score to the edge when the edge is above it (δ >= 0, the
+        # solver's bracket), else the support's smallest score.
+        fin = torch.isfinite(X)
+        inf = torch.full_like(X, float("inf"))
+        near = X.gather(-1, torch.where(fin, (X + v).abs(), inf).argmin(dim=-1, keepdim=True))
+        low = torch.where(X + v > 0, X, inf).amin(dim=-1, keepdim=True)
+        near = torch.where(torch.isfinite(near), near, torch.zeros_like(near))
+        low = torch.where(torch.isfinite(low), low, near)
+        f0, _ = entmax_weights(X - near, torch.zeros_like(near), 1.0 / a, None, True, a)
+        zk = torch.where(f0.sum(dim=-1, keepdim=True) <= 1, near, low)
+        X = X - zk
+        v, _, edge = entmax_offset(X, a, score_units=True)
     m = 1.0 / a
     int_m = None if isinstance(m, Tensor) or abs(m - round(m)) > 1e-9 else int(round(m))
     w, _ = entmax_weights(X, v, m, int_m, edge, a if score_units else 1.0)
