@@ -237,6 +237,62 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None, sco
     return v, n_iter, edge
 
 
+def _newton_sparse_orders(x: Tensor, alpha: float, tol: float | None = None, max_iter: int = 40):
+    """The fast path for α = 2 and α = 1.5 (m = 1, 2): Newton on the convex ``||[X - τ]_+||_m``
+    from the left, whose support is exact once it stops changing; the closed form on that
+    support then gives τ exactly (see :func:`entmax_threshold`). Returns ``(X, tau, dead, mx, am1, n_iter)``
+    with ``tau`` in the units of ``X`` (monotone convergence: the iteration cap is never what stops it
+    on a finite row, as the support can only shrink, at most n times)."""
+    tol = _default_tol(x.dtype) if tol is None else tol
+    mx = x.amax(dim=-1, keepdim=True)
+    dead = torch.isneginf(mx)
+    mx = torch.where(dead, torch.zeros_like(mx), mx)
+    am1 = alpha - 1
+    if isinstance(am1, Tensor):
+        am1 = am1.to(x.dtype)
+    X = (x - mx) * am1  # max entry is 0, masked stay -inf
+    m = 1.0 / am1
+    int_m = None
+    if not isinstance(m, Tensor) and abs(m - round(m)) < 1e-9:
+        int_m = int(round(m))
+    # Bracket: f(-1) >= 0 (the max alone gives 1), f(0) = -1.
+    lo = torch.full_like(mx, -1.0)
+    hi = torch.zeros_like(mx)
+    tau = lo.clone()
+    tiny = torch.finfo(x.dtype).tiny
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        u = (X - tau).clamp_min_(0)
+        if int_m == 1:  # sign(u) is the support indicator, without a bool -> float copy
+            s_m, s_m1 = u.sum(dim=-1, keepdim=True), u.sign().sum(dim=-1, keepdim=True)
+        elif int_m == 2:
+            s_m, s_m1 = (u * u).sum(dim=-1, keepdim=True), u.sum(dim=-1, keepdim=True)
+        else:
+            if int_m is not None and int_m <= 4:  # repeated products beat pow()
+                um1 = u * u if int_m > 2 else u
+                for _ in range(int_m - 3):
+                    um1 = um1 * u
+            elif int_m is not None:
+                um1 = u.pow(int_m - 1)
+            elif not isinstance(m, Tensor) and m > 1:  # positive exponent: 0 stays 0
+                um1 = u.pow(m - 1)
+            else:
+                um1 = torch.where(u > 0, u.pow(m - 1), torch.zeros_like(u))
+            s_m = (um1 * u).sum(dim=-1, keepdim=True)
+            s_m1 = um1.sum(dim=-1, keepdim=True)
+        f = s_m - 1
+        done = (f.abs() <= tol) | dead
+        if bool(done.all()):
+            break
+        lo = torch.where(f > 0, tau, lo)
+        hi = torch.where(f < 0, tau, hi)
+        phi = s_m.pow(am1)  # ||u||_m
+        newton = tau + (phi - 1) * s_m / (phi * s_m1).clamp_min(tiny)
+        ok = (newton > lo) & (newton < hi) & (s_m1 > 0)
+        tau = torch.where(done, tau, torch.where(ok, newton, (lo + hi) / 2))
+    return X, tau, dead, mx, am1, n_iter
+
+
 def entmax_threshold(
     x: Tensor,
     alpha: float | Tensor,
@@ -262,6 +318,15 @@ def entmax_threshold(
         passes used. For α very close to 1, ``tau`` in these units cannot resolve the
         answer; :func:`kernelattn.mappings.entmax` uses :func:`entmax_offset` directly.
     """
+    if not isinstance(alpha, Tensor) and float(alpha) in (2.0, 1.5):
+        X, tau, dead, mx, am1, n_iter = _newton_sparse_orders(x, float(alpha))
+        int_m = 1 if float(alpha) == 2.0 else 2
+        tau = _closed_form_on_support(X, tau, int_m)
+        # certify: the closed form is exact only on the right support; a row that the fast
+        # path left unconverged goes through the bracketed solver below instead
+        err = ((X - tau).clamp_min(0) ** int_m).sum(dim=-1, keepdim=True) - 1
+        if bool(((err.abs() <= 1e3 * _default_tol(x.dtype)) | dead).all()):
+            return torch.where(dead, torch.full_like(tau, float("inf")), tau + mx * am1), n_iter
     mx = x.amax(dim=-1, keepdim=True)
     dead = torch.isneginf(mx)
     mx = torch.where(dead, torch.zeros_like(mx), mx)
