@@ -231,3 +231,70 @@ def check_token_ids(idx, name: str, vocab_size: int, ignore_index: int | None = 
                 raise ValueError(f"{name} holds token id {bad}, outside the vocabulary (vocab_size={vocab_size}: ids "
                                  f"{allowed}); check the tokenizer, or build the model with a larger vocab_size")
     return idx
+
+# ---------------------------------------------------------------------------------------
+# Mapping and attention options (numerics owner). Appended; the checks above are unchanged.
+
+_ALPHA_INF_HINT = ("; α → ∞ is the argmax (hardmax) limit, which has no gradient: take argmax/one-hot "
+                   "yourself, or use a large finite α such as 16")
+
+
+def check_entmax_alpha(alpha, x: Tensor | None, dim: int, *, strict: bool = False):
+    """:func:`check_alpha` plus: finite (α = inf refused, pointing at argmax), and > 1 if ``strict``.
+
+    ``x=None`` checks a float α alone (e.g. parsed from ``"entmax:<α>"``).
+    """
+    if isinstance(alpha, bool):
+        raise TypeError(f"alpha must be a float or a tensor, got {alpha!r}")
+    if isinstance(alpha, Tensor):
+        if alpha.is_floating_point() and torch.isposinf(alpha.detach()).any():
+            raise ValueError("alpha contains inf" + _ALPHA_INF_HINT)
+        if x is not None:
+            alpha = check_alpha(alpha, x, dim)
+        elif not alpha.is_floating_point() or torch.isnan(alpha).any() or (alpha < 1).any():
+            raise ValueError(f"alpha must be a floating-point tensor >= 1, got {alpha}")
+        if strict and (alpha.detach() <= 1).any():
+            raise ValueError("a tensor alpha must be > 1 everywhere (use method='softmax' for α = 1); "
+                             f"got min {alpha.detach().min().item():.4g}")
+        return alpha
+    if not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a float or a tensor, got {type(alpha).__name__} {alpha!r}")
+    a = float(alpha)
+    if a == float("inf"):
+        raise ValueError(f"alpha must be finite, got {alpha}" + _ALPHA_INF_HINT)
+    if not a >= 1.0:  # also rejects NaN
+        raise ValueError(f"alpha must be >= 1 (1 = softmax, 2 = sparsemax), got {alpha}")
+    if strict and a <= 1.0:
+        raise ValueError(f"alpha must be > 1 here, got {alpha}")
+    return a
+
+
+def check_bool(value, name: str) -> bool:
+    """A flag: ``True``/``False`` only (``is_causal=1`` or ``"yes"`` raise TypeError)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_same_device(x: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
+    """``x`` must live on ``ref``'s device (a mask elsewhere is never silently ignored or moved)."""
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but {ref_name} is on {ref.device}; "
+                         f"move it with {name}.to({ref_name}.device)")
+
+
+def check_finite_tensor(x: Tensor, name: str, hint: str = "") -> Tensor:
+    """A tensor option (e.g. a per-key bias) must hold finite values only."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.numel() and not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} contains NaN or inf{hint}")
+    return x
+
+
+# Non-finite policy, attention details (numerics owner): a NaN in a query makes that query's
+# output rows NaN; a NaN in a key makes NaN every query row that scores it — including rows
+# where the key is hidden by an additive float mask or by ``is_causal`` (the causal triangle
+# is added as -inf, and -inf + NaN = NaN); only a boolean ``attn_mask`` removes a key outright.
+# The SDPA path checks queries and keys for NaN (two reductions) and sends such calls to the
+# blocked path, since PyTorch's fused kernel can turn a NaN row into a finite 0.

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..mappings.registry import Mapping
-from ._solver import integer_order, solve_entmax_block, solve_softmax_block
+from ._solver import general_order, integer_order, normalised_weights, solve_entmax_block, solve_softmax_block
 from . import _sparse
 from ._sparse import (FLUSH_CANDIDATES, SparseRows, csr, entmax_g, extract_candidates, segment_sum, solve_candidates, strip_maxima,
                       threshold_lower_bound, transpose_perm)
@@ -210,6 +210,8 @@ class _EntmaxAttention(torch.autograd.Function):
         t_all = torch.full((B, Hq, Lq), float("inf"), dtype=dt, device=dev)
         f_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
         f0_all = torch.ones((B, Hq, Lq), dtype=dt, device=dev)
+        # per-row shift of the scores the weights are rebuilt from (see _solver.BlockStats)
+        c_all = torch.zeros((B, Hq, Lq), dtype=dt, device=dev)
         support = torch.zeros((B, Hq, Lq), dtype=torch.int64, device=dev) if want_support else None
         alpha_bh = alpha_t.to(dt).reshape(-1, Hq, 1, 1) if alpha_t is not None else None
         dense_blocks = []
@@ -248,14 +250,17 @@ class _EntmaxAttention(torch.autograd.Function):
             # normalise the small output, not the block: o = (u^m V) / f
             ob = torch.bmm(P.view(BK, geo.G * nb, kend), v3[:, :kend]).div_(st.f.view(BK, geo.G * nb, 1))
             out[:, :, :, i0:i1] = ob.view(B, geo.Hkv, geo.G, nb, geo.Dv)
-            t_all[:, :, i0:i1] = st.t.view(B, Hq, nb)
+            t_all[:, :, i0:i1] = st.rel.view(B, Hq, nb)
+            if st.shift is not None:
+                c_all[:, :, i0:i1] = st.shift.view(B, Hq, nb)
             if not softmax:  # softmax's backward rebuilds normalised weights from t = logsumexp
                 f_all[:, :, i0:i1] = st.f.view(B, Hq, nb)
                 f0_all[:, :, i0:i1] = st.f0.view(B, Hq, nb)
         ctx.geo, ctx.alpha_f, ctx.m_int, ctx.softmax = geo, alpha_f, m_int, softmax
+        ctx.general = not softmax and general_order(alpha_t if alpha_t is not None else alpha_f)
         ctx.has_alpha_t = alpha_t is not None
         ctx.dense_blocks, ctx.sp = dense_blocks, parts.finish()
-        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t)
+        ctx.save_for_backward(q5, k3, v3, out, t_all, f_all, f0_all, alpha_t, c_all)
         if support is not None:
             ctx.mark_non_differentiable(support)
         return out, support
@@ -263,7 +268,7 @@ class _EntmaxAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, _grad_support=None):
-        q5, k3, v3, out, t_all, f_all, f0_all, alpha_t = ctx.saved_tensors
+        q5, k3, v3, out, t_all, f_all, f0_all, alpha_t, c_all = ctx.saved_tensors
         geo: Geometry = ctx.geo
         dt, dev = q5.dtype, q5.device
         B, Hq, Hkv, G = geo.B, geo.Hq, geo.Hkv, geo.G
@@ -286,13 +291,24 @@ class _EntmaxAttention(torch.autograd.Function):
             S2 = S.view(R, kend)
             U, W = ws.view(1, R, kend), ws.view(2, R, kend)
             t, f, f0 = _rows(t_all, i0, i1), _rows(f_all, i0, i1), _rows(f0_all, i0, i1)
+            c = _rows(c_all, i0, i1)
             if ctx.softmax:
+                if bool((c != 0).any()):
+                    S2.sub_(c)
                 torch.sub(S2, t, out=U)
                 U.exp_()
                 P, Gm, c_g = U, U, None
             else:
                 a_rows = _alpha_rows(alpha_bh, geo, nb) if alpha_bh is not None else ctx.alpha_f
-                P, Gm = _weights_and_g(S2, t, a_rows, ctx.m_int, U, W)
+                if ctx.general:  # rebuild in the solver's units: X = a (S - max), offset t
+                    a_m1 = a_rows - 1
+                    S2.sub_(c).mul_(a_m1)
+                    edge = not isinstance(a_m1, Tensor) and a_m1 > 1
+                    P, Gm = normalised_weights(S2, t, 1.0 / a_m1, edge, U, W)
+                else:
+                    if bool((c != 0).any()):
+                        S2.sub_(c)
+                    P, Gm = _weights_and_g(S2, t, a_rows, ctx.m_int, U, W)
                 c_g = None if ctx.m_int == 1 else f.pow(a_rows - 2)  # g = u^{m-1} f^{α-2}
             dOb = dO5[:, :, :, i0:i1].reshape(BK, GN, geo.Dv)
             dP = S  # scores are no longer needed: reuse their buffer for dP, then dS
@@ -571,7 +587,8 @@ class _RowStatAttention(torch.autograd.Function):
             if kind == "topk_softmax":
                 dS.mul_(S).div_(f)
             elif kind == "normalized_relu":
-                dS.mul_(g).mul_((mp.scale * mp.n) / f)
+                # w, f and g were rebuilt divided by m^n, m^n and m^{n-1}: one 1/m remains
+                dS.mul_(g).mul_((mp.scale * mp.n) / (f * m if mp.n > 1 else f))
             else:  # relumax
                 dS.mul_(S > 0).div_(f * mp.temperature)
                 share = dS.sum(-1, keepdim=True) / is_max.sum(-1, keepdim=True).clamp_min(1)
@@ -592,6 +609,11 @@ def _fixed_kernel_rows(parts: list, mapping: Mapping) -> _SparseState:
     row_of = torch.repeat_interleave(torch.arange(R, device=values.device), lengths, output_size=N)
     n, a = int(mapping.n), float(mapping.scale)
     u = values.mul(a).add_(mapping.bias).clamp_(min=0)
+    top = None
+    if n > 1:  # relative to the row's largest base, as on the dense path (underflow of u^n)
+        top = torch.segment_reduce(u, "max", lengths=lengths, axis=0, unsafe=True, initial=0.0)
+        top = torch.where(top > 0, top, torch.ones_like(top))
+        u = u / top.index_select(0, row_of)
     w = u if n == 1 else u.pow(n)
     keep = (w > 0).nonzero().squeeze(1)  # (a s + b)^n can underflow to 0 for large n
     kept_rows = row_of.index_select(0, keep)
@@ -602,15 +624,24 @@ def _fixed_kernel_rows(parts: list, mapping: Mapping) -> _SparseState:
     f = torch.where(f > 0, f, torch.ones_like(f))
     inv_f = (1.0 / f).index_select(0, kept_rows)
     w, u = w.index_select(0, keep), u.index_select(0, keep)
-    g = (torch.ones_like(u) if n == 1 else u.pow(n - 1)).mul_(inv_f * (a * n))
+    # u was divided by the row's top: g = a n u^{n-1} / (f top)
+    inv_ft = inv_f if top is None else inv_f / top.index_select(0, kept_rows)
+    g = (torch.ones_like(u) if n == 1 else u.pow(n - 1)).mul_(inv_ft * (a * n))
     rows = SparseRows(crow, col.index_select(0, keep), w.mul_(inv_f), f.view(-1, 1), f.view(-1, 1), 0)
     return _SparseState(rows, cat([p.row_ids for p in parts]), None, g)
 
 
 def _row_stats(S: Tensor, mapping: Mapping) -> tuple[Tensor, Tensor]:
     """The per-row numbers a block's weights are rebuilt from: (m, τ)."""
-    if mapping.kind in ("relumax", "normalized_relu"):
-        m = S.amax(-1, keepdim=True) if mapping.kind == "relumax" else S.new_zeros(S.shape[:-1] + (1,))
+    if mapping.kind == "normalized_relu":
+        # m = the row's largest weight base relu(a·max + b) (a > 0): the weights are divided
+        # by it before the power, as relu(...)^n underflows to 0 (or a denormal that a
+        # flush-to-zero CPU divides into NaN) for scores near 1e-20 in float32
+        top = (S.amax(-1, keepdim=True) * mapping.scale + mapping.bias).clamp_(min=0)
+        m = torch.where(top > 0, top, torch.ones_like(top)) if mapping.n > 1 else torch.ones_like(top)
+        return m, torch.full_like(m, float("inf"))
+    if mapping.kind == "relumax":
+        m = S.amax(-1, keepdim=True)
         t = torch.full_like(m, float("inf"))
     else:
         top = torch.topk(S, min(mapping.k, S.shape[-1]), dim=-1).values
@@ -628,6 +659,8 @@ def _rebuild(S: Tensor, mapping: Mapping, m: Tensor, t: Tensor, W: Tensor | None
     if kind == "normalized_relu":
         n = int(mapping.n)
         S.mul_(mapping.scale).add_(mapping.bias).clamp_(min=0)  # masked -inf stay at 0
+        if n > 1:
+            S.div_(m)  # relative to the row's largest base (see _row_stats)
         g = None
         if W is not None:
             if n == 1:

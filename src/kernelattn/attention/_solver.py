@@ -51,12 +51,43 @@ def default_tol(dtype: torch.dtype) -> float:
 
 
 class BlockStats:
-    """Per-row state kept for the backward pass: ``t``, ``f = Σu^m``, ``f0 = Σu^{m-1}`` (each (R, 1))."""
+    """Per-row state kept for the backward pass (each (R, 1)).
 
-    __slots__ = ("t", "f", "f0", "n_iter")
+    ``t``: the threshold in score units (for comparisons, e.g. page bounds); ``f = Σu^m``,
+    ``f0 = Σu^{m-1}``. The weights are rebuilt exactly from ``shift`` and ``rel``:
 
-    def __init__(self, t: Tensor, f: Tensor, f0: Tensor, n_iter: int):
+    * ``mode == "score"`` (α = 1 and integer ``m <= 4``): ``u = (S - shift - rel)_+``;
+      ``shift`` is the row max when scores are large next to the support width ``1/a``
+      (``|max|·a > SHIFT_ABOVE``; ``t = shift + rel`` could not resolve the weights there)
+      and 0 otherwise.
+    * ``mode == "sigma"`` / ``"rho"`` (any other α): ``X = a (S - shift)`` with
+      ``shift`` the row max, and ``u = (1 + X - rel)_+`` / ``u = (X + rel)_+`` as in
+      :func:`kernelattn.mappings.threshold.entmax_weights`.
+    """
+
+    __slots__ = ("t", "f", "f0", "n_iter", "shift", "rel", "mode")
+
+    def __init__(self, t: Tensor, f: Tensor, f0: Tensor, n_iter: int, shift: Tensor | None = None,
+                 rel: Tensor | None = None, mode: str = "score"):
         self.t, self.f, self.f0, self.n_iter = t, f, f0, n_iter
+        self.shift = shift
+        self.rel = t if rel is None else rel
+        self.mode = mode
+
+
+# Scores whose row max exceeds this many support widths (1/a) are shifted by the max
+# before the threshold search: in score units t = max - 1/a + ... would lose the weights'
+# precision to the rounding of ``max`` (scores of 3e6 in float32 gave all-zero rows).
+SHIFT_ABOVE = 16.0
+
+
+def general_order(alpha) -> bool:
+    """Whether α is solved in normalised units (``"sigma"``/``"rho"`` modes): a tensor α, or
+    ``m = 1/(α-1)`` not an integer <= 4 (score units would overflow ``u^m`` as α → 1)."""
+    if isinstance(alpha, Tensor):
+        return True
+    m = integer_order(float(alpha))
+    return m is None or m > 4
 
 
 def _row_sum(x: Tensor) -> Tensor:
@@ -196,7 +227,17 @@ def solve_entmax_rows(values: Tensor, alpha: float | Tensor, mx: Tensor, U: Tens
     tol = default_tol(dt) if tol is None else tol
     tiny = torch.finfo(dt).tiny
     expand = expand or (lambda x: x)
+    if general_order(alpha):
+        return _solve_normalised(values, alpha, mx, U, W, rsum, expand)
     dead = torch.isneginf(mx)
+    shift = None
+    mx_fin = torch.where(dead, torch.zeros_like(mx), mx)
+    if bool((mx_fin.abs() * (float(alpha) - 1.0) > SHIFT_ABOVE).any()):
+        # work relative to the row max (one pass; `values` is the caller's scratch)
+        values.sub_(expand(mx_fin))
+        shift, mx = mx_fin, torch.where(dead, mx, torch.zeros_like(mx))
+        if t_init is not None:
+            t_init = t_init - mx_fin
     if isinstance(alpha, Tensor):
         a = (alpha.to(dt) - 1).expand_as(mx)
         m_int, m = None, 1.0 / a
@@ -225,17 +266,115 @@ def solve_entmax_rows(values: Tensor, alpha: float | Tensor, mx: Tensor, U: Tens
         t = new_t
     f = torch.where(dead, torch.ones_like(f1), f1.clamp_min(tiny))
     f0 = torch.where(dead, torch.ones_like(f0), f0.clamp_min(tiny))
-    return P, BlockStats(t, f, f0, n_iter)
+    if shift is None:
+        return P, BlockStats(t, f, f0, n_iter)
+    return P, BlockStats(t + shift, f, f0, n_iter, shift=shift, rel=t)
+
+
+def normalised_weights(X: Tensor, v: Tensor, m, edge: bool, U: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+    """In place: ``U = u^m``, ``W = u^{m-1}`` (0 off the support) at offset ``v`` (already
+    expanded to ``X``'s shape); ``u`` as in :func:`kernelattn.mappings.threshold.entmax_weights`,
+    whose math this is, on caller-owned buffers."""
+    if edge:  # u = (X + ρ)_+, m < 1
+        torch.add(X, v, out=U)
+        U.clamp_(min=0)
+        torch.pow(U, m - 1, out=W)
+        W.masked_fill_(U <= 0, 0.0)  # 0^(m-1) = inf off the support
+        U.mul_(W)
+        return U, W
+    torch.sub(X, v, out=U)
+    U.clamp_(min=-1)
+    off = U <= -1
+    U.log1p_()  # log u = log1p(X - σ): exact relative precision for tiny X - σ (α → 1)
+    torch.mul(U, m - 1, out=W)
+    W.exp_().masked_fill_(off, 0.0)
+    U.mul_(m).exp_()  # m > 0: exp(-inf) = 0 off the support
+    return U, W
+
+
+def _solve_normalised(values: Tensor, alpha, mx: Tensor, U: Tensor, W: Tensor, rsum, expand):
+    """Threshold for a general α (tensor, α → 1, α > 2) relative to the row max.
+
+    ``values`` becomes ``X = a (S - max)`` in place; the offset is found by the bracketed
+    safeguarded Newton of :func:`kernelattn.mappings.threshold.entmax_offset` (see there
+    for the step, the stopping rule and the iteration bound), with row sums ``rsum``.
+    """
+    dt = values.dtype
+    eps, tiny = torch.finfo(dt).eps, torch.finfo(dt).tiny
+    dead = torch.isneginf(mx)
+    mx_fin = torch.where(dead, torch.zeros_like(mx), mx)
+    if isinstance(alpha, Tensor):
+        a = (alpha.to(dt) - 1).expand_as(mx)
+        m, edge, convex = 1.0 / a, False, bool((a <= 1).all())
+        m_x, a_x = expand(m), expand(a)
+    else:
+        a = float(alpha) - 1.0
+        m = 1.0 / a
+        edge, convex = a > 1, a <= 1
+        m_x, a_x = m, a
+    values.sub_(expand(mx_fin)).mul_(a_x)  # X <= 0; masked stay -inf
+    a_t = torch.as_tensor(a, dtype=dt, device=values.device).expand_as(mx)
+    floor = torch.where(a_t <= 1, a_t, torch.full_like(a_t, eps))
+    cvx_rows = a_t <= 1
+    lo, hi = torch.zeros_like(mx_fin), torch.ones_like(mx_fin)
+    v = hi.clone() if edge else lo.clone()
+    sgn = 1.0 if edge else -1.0
+    done = dead.clone()
+    widths = [torch.full_like(lo, 2.0), torch.full_like(lo, 2.0)]
+    noise = 2 * math.log2(values.shape[-1] + 1)  # rounding of a row sum (ragged: bounded by all)
+    last = torch.full_like(lo, math.inf)  # previous Newton step size
+    a_small = float(a_t.min()) if a_t.numel() else 1.0
+    max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        Pw, G = normalised_weights(values, expand(v), m_x, edge, U, W)
+        F, F1 = rsum(Pw), rsum(G)
+        left = (F > 1) if not edge else (F < 1)
+        lo = torch.where(left, v, lo)
+        hi = torch.where(left, hi, v)
+        step = sgn * F * torch.expm1(-a * torch.log(F)) / F1
+        new = v + step
+        newton = (new > lo) & (new < hi) & torch.isfinite(step)
+        if not convex:
+            width = hi - lo
+            newton = newton & (cvx_rows | (width <= 0.5 * widths[0]))
+            widths = [widths[1], width]
+        tol_v = 2 * eps * torch.maximum(v, floor)
+        size = step.abs()
+        # convex rows: a Newton step below two rounding units, or one that stopped
+        # shrinking while at the rounding noise of the row sum, means converged
+        stalled = cvx_rows & newton & ((size <= tol_v) | ((size >= last) & (size <= noise * tol_v)))
+        done = done | ((F - 1).abs() <= 2 * eps) | (hi - lo <= tol_v) | stalled
+        if bool(done.all()):
+            break
+        last = torch.where(newton, size, torch.full_like(last, math.inf))  # compare Newton with Newton only
+        v = torch.where(done, v, torch.where(newton, new, (lo + hi) / 2))
+    else:
+        raise RuntimeError(f"attention threshold did not reach float resolution in {max_iter} steps; please report "
+                           "this input (it should be impossible)")
+    f = torch.where(dead, torch.ones_like(F), F.clamp_min(tiny))
+    f0 = torch.where(dead, torch.ones_like(F1), F1.clamp_min(tiny))
+    t = mx_fin - v / a if edge else mx_fin + (v - 1) / a  # informative (page bounds); rebuild uses rel
+    t = torch.where(dead, torch.full_like(t, math.inf), t)
+    return Pw, BlockStats(t, f, f0, n_iter, shift=mx_fin, rel=v, mode="rho" if edge else "sigma")
 
 
 def solve_softmax_block(S: Tensor, U: Tensor) -> tuple[Tensor, BlockStats]:
-    """Softmax of every row of ``S`` (R, n): ``U`` receives ``exp(S - max)``; ``p = U / f``."""
+    """Softmax of every row of ``S`` (R, n): ``U`` receives ``exp(S - max)``; ``p = U / f``.
+
+    ``t = logsumexp`` is kept relative to the row max (``shift``) when the max is large,
+    so the backward's ``exp(S - shift - rel)`` keeps full precision."""
     mx = S.amax(dim=-1, keepdim=True)
     dead = torch.isneginf(mx)
     mx0 = torch.where(dead, torch.zeros_like(mx), mx)
     torch.sub(S, mx0, out=U)
     U.exp_()
     s = U.sum(dim=-1, keepdim=True)
-    t = torch.where(dead, torch.full_like(mx, math.inf), mx0 + torch.log(s.clamp_min(torch.finfo(S.dtype).tiny)))
+    lse = torch.log(s.clamp_min(torch.finfo(S.dtype).tiny))
     f = torch.where(dead, torch.ones_like(s), s)
+    if bool((mx0.abs() > SHIFT_ABOVE).any()):
+        t = torch.where(dead, torch.full_like(mx, math.inf), mx0 + lse)
+        return U, BlockStats(t, f, torch.ones_like(s), 1, shift=mx0,
+                             rel=torch.where(dead, torch.full_like(mx, math.inf), lse))
+    t = torch.where(dead, torch.full_like(mx, math.inf), mx0 + lse)
     return U, BlockStats(t, f, torch.ones_like(s), 1)

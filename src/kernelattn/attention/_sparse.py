@@ -88,19 +88,31 @@ def threshold_lower_bound(maxima: Tensor, alpha: float | Tensor) -> tuple[Tensor
     a = (alpha.to(cm.dtype) - 1) if isinstance(alpha, Tensor) else float(alpha) - 1.0
     t = mx0 - 1.0 / a
     convex = bool((a <= 1).all()) if isinstance(a, Tensor) else a <= 1.0
-    if convex:
+    m_int = None if isinstance(alpha, Tensor) else integer_order(float(alpha))
+    if convex and m_int is not None and m_int <= 4:
+        # integer order (the hot α): Newton in score units, relative to the row max so
+        # that huge scores keep the bound's precision
         m = 1.0 / a
-        m_int = None if isinstance(alpha, Tensor) else integer_order(float(alpha))
         tiny = torch.finfo(cm.dtype).tiny
+        cz = cm - mx0
+        t = torch.full_like(mx0, -1.0 / a)
         for _ in range(BOUND_STEPS):
-            u = (cm - t).clamp_(min=0)
-            f0 = _power(u, m - 1, None if m_int is None else m_int - 1)
+            u = (cz - t).clamp_(min=0)
+            f0 = _power(u, m - 1, m_int - 1)
             f1 = (f0 * u).sum(-1, keepdim=True)
             f0 = f0.sum(-1, keepdim=True)
             # Newton on φ(t) = f1^{1/m} - 1/a from the left: monotone, never past the root
             t = t + ((f1 - f1.pow(1 - 1 / m) / a) / f0.clamp_min(tiny)).clamp_min(0)
+        # back off by a hair (and by the rounding of adding the max back) so float error
+        # can never push the bound past τ
+        slack = 1e-5 * (t.abs() + (1.0 / a)) + 4 * torch.finfo(cm.dtype).eps * mx0.abs()
+        t_lb = torch.where(dead, torch.full_like(t, float("inf")), mx0 + (t - slack))
+        return t_lb, mx
+    # other α (tensor, α → 1, α > 2): the row max alone, max - 1/a, is the bound (the
+    # normalised solver refines it on the candidates; near α = 1 the rows are dense anyway)
+    t = mx0 - 1.0 / a
     # rounding: back off by a hair so float error can never push the bound past τ
-    slack = 1e-5 * (t.abs() + (1.0 / a))
+    slack = 1e-5 * (t.abs() + (1.0 / a)) + 4 * torch.finfo(cm.dtype).eps * mx0.abs()
     t_lb = torch.where(dead, torch.full_like(t, float("inf")), t - slack)
     return t_lb, mx
 

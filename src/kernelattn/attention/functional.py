@@ -29,12 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._validation import (check_bool, check_choice, check_entmax_alpha, check_int, check_number,
+                           check_probability, check_same_device)
 from ..mappings.fixed import kernel_affine
 from ..mappings.registry import Mapping, resolve_mapping
+from ..mappings.threshold import softmax_limit
 from ._blocked import Geometry, blocked_attention
 from ._sparse import SPARSE_BLOCK_ELEMENTS
 from .cache import KernelKVCache
-from .dispatch import select_backend
+from .dispatch import BACKENDS, select_backend
 
 __all__ = ["kernel_attention", "kernel_attention_step", "kernel_mapping", "KERNELS", "KernelKVCache"]
 
@@ -94,20 +97,16 @@ def _resolve(method, alpha, topk, options) -> tuple[Mapping, Tensor | None]:
     if alpha is not None:
         if options or topk is not None:
             raise ValueError("alpha= selects α-entmax; it takes no topk or mapping options")
+        alpha = check_entmax_alpha(alpha, None, -1, strict=isinstance(alpha, Tensor))
         if isinstance(alpha, Tensor):
-            if not alpha.is_floating_point():
-                raise ValueError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
-            if torch.isnan(alpha).any() or (alpha <= 1).any():
-                raise ValueError("a tensor alpha must be > 1 everywhere (use method='softmax' for α = 1); "
-                                 f"got min {alpha.min().item():.4g}")
             return Mapping(name="entmax:tensor", kind="entmax", alpha=None), alpha
-        try:
-            a = float(alpha)
-        except (TypeError, ValueError):
-            raise ValueError(f"alpha must be a float or a tensor, got {type(alpha).__name__}") from None
-        if not a >= 1.0:
-            raise ValueError(f"alpha must be >= 1 (1 = softmax, 2 = sparsemax), got {alpha}")
-        return Mapping(name=f"entmax:{a:g}", kind="entmax", alpha=a), None
+        return Mapping(name=f"entmax:{alpha:g}", kind="entmax", alpha=alpha), None
+    for k, v in options.items():  # finite, and the slope and temperature > 0
+        if k == "bias" and isinstance(v, Tensor):
+            raise ValueError("bias must be a float in kernel_attention (a tensor bias needs the mapping itself: "
+                             "kernelattn.normalized_relu(scores, bias=...))")
+        check_number(v, k, positive=k != "bias",
+                     hint=" (relu_scale is a = 2/h² for bandwidth h)" if k == "relu_scale" else "")
     opts = {_OPTION_NAMES[k]: v for k, v in options.items()}
     mapping = resolve_mapping(method, topk=topk, **opts)
     allowed = {"normalized_relu": {"scale", "bias"}, "relumax": {"temperature"}}.get(mapping.kind, set())
@@ -138,6 +137,9 @@ def _check_inputs(query: Tensor, key: Tensor, value: Tensor, enable_gqa: bool) -
         raise ValueError("query, key and value must be on the same device")
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"query and key head dims differ: {query.shape[-1]} vs {key.shape[-1]}")
+    if query.shape[-1] == 0:
+        raise ValueError(f"query and key have head dim 0 (shape {tuple(query.shape)}): scores q·k are undefined; "
+                         "give them at least one feature")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"key and value lengths differ: {key.shape[-2]} vs {value.shape[-2]}")
     if key.shape[:-2] != value.shape[:-2]:
@@ -146,18 +148,23 @@ def _check_inputs(query: Tensor, key: Tensor, value: Tensor, enable_gqa: bool) -
         raise ValueError(f"query and key batch sizes differ: {query.shape[0]} vs {key.shape[0]}")
     if query.dim() == 4 and query.shape[1] != key.shape[1]:
         hq, hkv = query.shape[1], key.shape[1]
+        if hkv == 0:
+            raise ValueError(f"key has 0 heads but query has {hq}: give key and value at least one head")
         if not enable_gqa:
             raise ValueError(f"query has {hq} heads and key {hkv}: pass enable_gqa=True for grouped-query attention")
         if hq % hkv:
             raise ValueError(f"grouped-query attention needs query heads ({hq}) divisible by key heads ({hkv})")
 
 
-def _canonical_mask(attn_mask: Tensor | None, B: int, Hq: int, Lq: int, Lk: int, cdt: torch.dtype
-                    ) -> Tensor | None:
+def _canonical_mask(attn_mask: Tensor | None, B: int, Hq: int, Lq: int, Lk: int, cdt: torch.dtype,
+                    device: torch.device | None = None) -> Tensor | None:
     if attn_mask is None:
         return None
     if not isinstance(attn_mask, Tensor):
         raise ValueError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
+    if device is not None and attn_mask.device != device:
+        raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {device}; "
+                         "move it with attn_mask.to(query.device)")
     if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
         raise ValueError(f"attn_mask must be bool (True = attend) or float (added to scores), got {attn_mask.dtype}")
     if attn_mask.dim() > 4:
@@ -240,10 +247,33 @@ def _visible_mean(value: Tensor, mask: Tensor | None, causal_offset: int | None,
 def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, method, alpha, topk,
                backend, block_size, return_support, dropout_p, options):
     _check_inputs(query, key, value, enable_gqa)
+    check_bool(enable_gqa, "enable_gqa")
+    check_bool(return_support, "return_support")
+    check_choice(backend, "backend", BACKENDS)
+    dropout_p = check_probability(dropout_p, "dropout_p", " (the probability of zeroing an attention weight)")
+    if scale is not None:
+        scale = check_number(scale, "scale", hint=" (the score scale; None means 1/sqrt(E))")
+        if scale == 0:
+            raise ValueError("scale must be nonzero: every score would be 0 and the kernel would not depend on the "
+                             "query (None means 1/sqrt(E))")
+    if block_size is not None:
+        block_size = check_int(block_size, "block_size", minimum=1, hint=" (query rows per block)")
     if causal_offset is not None and causal_offset >= key.shape[-2] - 1:
         causal_offset = None  # every query already sees every key
     mapping, alpha_t = _resolve(method, alpha, topk, options)
+    if alpha_t is None and mapping.kind == "entmax" and mapping.alpha != 1.0 and backend != "sparse" and softmax_limit(
+            mapping.alpha - 1.0, torch.float64 if query.dtype == torch.float64 else torch.float32):
+        mapping = resolve_mapping("softmax")  # equal to float rounding (see mappings.threshold.softmax_limit)
     squeeze = query.dim() == 3
+    if query.numel() == 0 or value.shape[-1] == 0 or key.shape[-2] == 0:
+        # nothing to attend with or to: an empty output, or zeros for queries with no key
+        _canonical_mask(attn_mask, *(query.shape[:2] if not squeeze else (1, query.shape[0])), query.shape[-2],
+                        key.shape[-2], query.dtype, query.device)
+        shape = query.shape[:-1] + (value.shape[-1],)
+        out = query.new_zeros(shape) + 0 * query.sum() + 0 * key.sum() + 0 * value.sum()  # keeps the graph
+        if return_support:
+            return out, torch.zeros(query.shape[:-1], dtype=torch.int64, device=query.device)
+        return out
     q4, k4, v4 = (x.unsqueeze(0) for x in (query, key, value)) if squeeze else (query, key, value)
     B, Hq, Lq, D = q4.shape
     Hkv, Lk, Dv = k4.shape[1], k4.shape[2], v4.shape[3]
@@ -251,9 +281,13 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
         scale = 1.0 / math.sqrt(D)
     scale = float(scale)
     cdt = torch.float64 if query.dtype == torch.float64 else torch.float32
-    mask = _canonical_mask(attn_mask, B, Hq, Lq, Lk, cdt)
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
-        raise ValueError(f"block_size must be a positive integer (query rows per block), got {block_size!r}")
+    if cdt != torch.float64 and mapping.kind == "entmax" and (
+            bool((alpha_t.detach() > 2).any()) if alpha_t is not None else mapping.alpha > 2):
+        # α > 2: a weight u^{1/(α-1)} at the support's edge hinges on offsets below float32's
+        # resolution of the threshold ((8·eps)^{1/(α-1)} ≈ 0.2 at α = 10), so these rare
+        # mappings are solved in float64 and the output cast back
+        cdt = torch.float64
+    mask = _canonical_mask(attn_mask, B, Hq, Lq, Lk, cdt, query.device)
     if alpha_t is not None:
         a = alpha_t
         ok = a.dim() == 0 or (a.dim() == 1 and a.numel() in (1, Hq)) or (
@@ -272,6 +306,12 @@ def _attention(query, key, value, attn_mask, causal_offset, scale, enable_gqa, m
                           fixed_support=fixed_support)
     if dropout_p and name != "sdpa":
         raise ValueError("dropout_p > 0 needs the sdpa backend")
+    if name == "sdpa" and backend == "auto" and not dropout_p and bool(
+            torch.isnan(query).any() | torch.isnan(key).any()):
+        # PyTorch's fused kernel can turn a NaN row into a finite 0; the blocked path keeps
+        # the NaN in exactly the rows it touches (the documented policy). Two cheap
+        # reductions, O((Lq + Lk)·E) next to the O(Lq·Lk·E) attention.
+        name = select_backend(query, key, value, is_softmax=True, backend="blocked")
     if name == "sdpa":
         return _sdpa(query, key, value, mask, causal_offset, scale, enable_gqa, dropout_p)
     if name == "adasplash":
@@ -346,6 +386,7 @@ def kernel_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
         ``out`` ``(B, Hq, Lq, Ev)`` in ``query``'s dtype, or ``(out, support)``. Queries
         with no admissible key get zeros.
     """
+    check_bool(is_causal, "is_causal")
     return _attention(query, key, value, attn_mask, 0 if is_causal else None, scale, enable_gqa, method,
                       alpha, topk, backend, block_size, return_support, dropout_p, mapping_options)
 
@@ -409,14 +450,15 @@ def _paged_step(cache: KernelKVCache, query, attn_mask, scale, enable_gqa, metho
         return None  # decoding with gradients goes through the differentiable path
     _check_inputs(query, cache.keys, cache.values, enable_gqa)
     mapping, alpha_t = _resolve(method, alpha, topk, options)
-    if alpha_t is not None or mapping.kind != "entmax" or mapping.alpha <= 1.0:
+    if alpha_t is not None or mapping.kind != "entmax" or mapping.alpha <= 1.0 or \
+            softmax_limit(mapping.alpha - 1.0, torch.float32):
         return None
     B, Hq, _, E = query.shape
     key_mask = None
     if attn_mask is not None:
         if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
             return None
-        m = _canonical_mask(attn_mask, B, Hq, 1, len(cache), torch.float32)
+        m = _canonical_mask(attn_mask, B, Hq, 1, len(cache), torch.float32, query.device)
         key_mask = m.expand(B, Hq, 1, len(cache))[:, :, 0]
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
     from .cache import paged_entmax_step

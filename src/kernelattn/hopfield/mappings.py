@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..mappings import Mapping, resolve_mapping
-from .._validation import check_alpha, check_scores, compute_dtype
+from .._validation import check_alpha, check_entmax_alpha, check_scores, compute_dtype
 from ..mappings.entmax import EntmaxFunction, masked_softmax
 from ..mappings.threshold import entmax15_threshold, entmax_threshold
 
@@ -91,7 +91,9 @@ def normmax(x: Tensor, alpha: float | Tensor = 2.0, dim: int = -1) -> Tensor:
         Tensor of ``x``'s shape and dtype on the simplex (zeros on fully masked rows).
     """
     dim = check_scores(x, dim)
-    alpha = check_alpha(alpha, x, dim)
+    alpha = check_entmax_alpha(alpha, x, dim)
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     if (alpha <= 1).any() if isinstance(alpha, Tensor) else alpha <= 1:
         raise ValueError("normmax needs alpha > 1 (alpha = 1 is argmax, not differentiable); got "
                          f"{alpha if not isinstance(alpha, Tensor) else alpha.min().item()}")
@@ -103,7 +105,10 @@ def normmax(x: Tensor, alpha: float | Tensor = 2.0, dim: int = -1) -> Tensor:
     else:
         a = alpha
     dead = torch.isneginf(xl).all(dim=-1, keepdim=True)
-    xs = torch.where(dead, torch.zeros_like(xl), xl)
+    # relative to the row max (p is shift invariant): τ = max - O(1) cannot be resolved
+    # next to scores of 1e8 in float32, which gave all-zero rows
+    mx = xl.detach().amax(dim=-1, keepdim=True)
+    xs = torch.where(dead, torch.zeros_like(xl), xl - torch.where(dead, torch.zeros_like(mx), mx))
     m = a / (a - 1)
     with torch.no_grad():
         tau0 = normmax_threshold(xs.detach(), a.detach() if isinstance(a, Tensor) else a)
@@ -197,6 +202,8 @@ def ksubsets(x: Tensor, k: float = 2, dim: int = -1) -> Tensor:
     dim = check_scores(x, dim)
     if isinstance(k, bool) or not float(k) > 0:
         raise ValueError(f"k must be > 0 (the number of patterns to associate), got {k!r}")
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to project
     return KSubsetsFunction.apply(x, float(k), dim)
 
 

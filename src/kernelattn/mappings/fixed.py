@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice
-from ._checks import check_positive_int, check_scores, compute_dtype
+from .._validation import (check_choice, check_finite_tensor, check_int, check_number, check_same_device,
+                           check_scores, compute_dtype)
 
 __all__ = ["normalized_relu", "relumax", "kernel_affine", "NormalizedReLU", "ReLUMax"]
 
@@ -65,10 +65,16 @@ def normalized_relu(x: Tensor, n: int = 1, dim: int = -1, scale: float = 1.0,
         (or uniform, see ``empty``); fully masked rows are zeros either way.
     """
     dim = check_scores(x, dim)
-    n = check_positive_int(n, "n", " (kernel order: 1 = Epanechnikov, 2 = biweight, 3 = triweight)")
-    if not float(scale) > 0:
-        raise ValueError(f"scale must be > 0 (it is 2/h² for bandwidth h), got {scale}")
+    n = check_int(n, "n", minimum=1, hint=" (kernel order: 1 = Epanechnikov, 2 = biweight, 3 = triweight)")
+    scale = check_number(scale, "scale", positive=True, hint=" (it is 2/h² for bandwidth h)")
+    if isinstance(bias, Tensor):
+        check_finite_tensor(bias, "bias", "; pass finite per-key offsets b = 1 - (||q||² + ||k||²)/h²")
+        check_same_device(bias, "bias", x, "x")
+    else:
+        bias = check_number(bias, "bias", hint=" (b = 1 - (||q||² + ||k||²)/h²)")
     check_choice(empty, "empty", EMPTY_ROW)  # what a row with no key in the support gets
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     cdt = compute_dtype(x)
     xc = x.to(cdt)
     if isinstance(bias, Tensor):
@@ -103,8 +109,9 @@ def relumax(x: Tensor, dim: int = -1, temperature: float = 1.0) -> Tensor:
         Tensor of ``x``'s shape and dtype.
     """
     dim = check_scores(x, dim)
-    if not float(temperature) > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_number(temperature, "temperature", positive=True, hint=" (h²; larger keeps more entries)")
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     xc = x.to(compute_dtype(x))
     mx = xc.amax(dim=dim, keepdim=True)
     mx = torch.where(torch.isneginf(mx), torch.zeros_like(mx), mx)

@@ -21,7 +21,7 @@ from torch import Tensor
 from .entmax import EntmaxFunction, masked_softmax
 from .fixed import normalized_relu, relumax
 from .topk import topk_softmax, topk_uniform
-from ._checks import check_alpha, check_scores
+from .._validation import check_entmax_alpha, check_int, check_number, check_scores
 
 __all__ = ["Mapping", "resolve_mapping", "METHODS", "ALIASES"]
 
@@ -68,6 +68,8 @@ class Mapping:
             if self.alpha == 1.0:
                 return masked_softmax(x, check_scores(x, dim))
             dim = check_scores(x, dim)
+            if x.shape[dim] == 0:
+                return x * 0  # nothing to normalise over (as torch.softmax)
             return EntmaxFunction.apply(x, self.alpha, dim)
         if self.kind == "normalized_relu":
             return normalized_relu(x, self.n, dim, self.scale, self.bias, self.empty)
@@ -106,7 +108,7 @@ def resolve_mapping(method: str | Mapping, *, topk: int | None = None, **options
             a = float(name.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"method {method!r}: expected entmax:<alpha> with a number, e.g. entmax:1.25") from None
-        a = check_alpha(a, None, -1)
+        a = check_entmax_alpha(a, None, -1)
         return Mapping(name=f"entmax:{a:g}", kind="entmax", alpha=a)
     if name == "normalized_relu_paper":
         # relu(s)/Σ: slope 1, offset 0 -- on cosines, Epanechnikov at h = √2 (a = 2/h² = 1,
@@ -123,13 +125,21 @@ def resolve_mapping(method: str | Mapping, *, topk: int | None = None, **options
             if n < 1:
                 raise ValueError(f"method {method!r}: n must be >= 1")
         allowed = {k: v for k, v in options.items() if k in ("scale", "bias")}
+        if "scale" in allowed:
+            allowed["scale"] = check_number(allowed["scale"], "scale", positive=True,
+                                            hint=" (normalized_relu's slope a = 2/h² for bandwidth h)")
+        if "bias" in allowed and not isinstance(allowed["bias"], Tensor):
+            allowed["bias"] = check_number(allowed["bias"], "bias")
         return Mapping(name="normalized_relu" if n == 1 else f"normalized_relu:{n}", kind="normalized_relu",
                        n=n, **allowed)
     if name == "relumax":
-        return Mapping(name="relumax", kind="relumax", temperature=options.get("temperature", 1.0))
+        temperature = check_number(options.get("temperature", 1.0), "temperature", positive=True,
+                                   hint=" (relumax's h²; larger keeps more entries)")
+        return Mapping(name="relumax", kind="relumax", temperature=temperature)
     if name in ("topk_softmax", "topk_uniform"):
-        if topk is None or int(topk) < 1:
-            raise ValueError(f"method {method!r} needs topk >= 1 (how many keys each query keeps), got {topk}")
-        return Mapping(name=name, kind=name, k=int(topk))
+        if topk is None:
+            raise ValueError(f"method {method!r} needs topk >= 1 (how many keys each query keeps)")
+        k = check_int(topk, "topk", minimum=1, hint=" (how many keys each query keeps)")
+        return Mapping(name=name, kind=name, k=k)
     known = ", ".join(METHODS + tuple(ALIASES)) + ", entmax:<alpha>"
     raise ValueError(f"unknown method {method!r}; choose one of: {known}")

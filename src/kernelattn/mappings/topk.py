@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_scores
+from .._validation import check_int, check_scores
 from .entmax import masked_softmax
 
 __all__ = ["topk_softmax", "topk_uniform", "topk_mask", "TopkSoftmax", "TopkUniform"]
@@ -36,7 +36,9 @@ def topk_softmax(x: Tensor, k: int, dim: int = -1) -> Tensor:
         Tensor of ``x``'s shape and dtype.
     """
     dim = check_scores(x, dim)
-    k = check_positive_int(k, "k")
+    k = check_int(k, "k", minimum=1, hint=" (how many entries to keep)")
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     keep = topk_mask(x.detach(), k, dim)
     return masked_softmax(x.masked_fill(~keep, float("-inf")), dim)
 
@@ -55,7 +57,9 @@ def topk_uniform(x: Tensor, k: int, dim: int = -1) -> Tensor:
         Tensor of ``x``'s shape and dtype.
     """
     dim = check_scores(x, dim)
-    k = check_positive_int(k, "k")
+    k = check_int(k, "k", minimum=1, hint=" (how many entries to keep)")
+    if x.shape[dim] == 0:
+        return x * 0  # nothing to normalise over (as torch.softmax)
     keep = topk_mask(x.detach(), k, dim).to(x.dtype)
     cnt = keep.sum(dim=dim, keepdim=True)
     return keep / torch.where(cnt > 0, cnt, torch.ones_like(cnt))

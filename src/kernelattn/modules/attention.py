@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._validation import check_bool, check_int, check_probability, check_tensor
 from ..attention import kernel_attention
 from ..mappings import alpha_from_parameter, alpha_parameter, resolve_mapping
 
@@ -42,9 +43,15 @@ class KernelMultiheadAttention(nn.Module):
                  topk: int | None = None, learn_alpha: bool = False, causal: bool = True, dropout: float = 0.0,
                  bias: bool = False):
         super().__init__()
+        embed_dim = check_int(embed_dim, "embed_dim", minimum=1, hint=" (the model width C)")
+        num_heads = check_int(num_heads, "num_heads", minimum=1)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-        num_kv_heads = num_kv_heads or num_heads
+        num_kv_heads = num_heads if num_kv_heads is None else check_int(num_kv_heads, "num_kv_heads", minimum=1)
+        check_bool(learn_alpha, "learn_alpha")
+        check_bool(causal, "causal")
+        check_bool(bias, "bias")
+        dropout = check_probability(dropout, "dropout")
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
@@ -56,8 +63,11 @@ class KernelMultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.learn_alpha = learn_alpha
+        if learn_alpha and self.mapping.kind != "entmax":
+            raise ValueError(f"learn_alpha=True learns the α of α-entmax, but method {self.mapping.name!r} has no α; "
+                             "use an entmax method (e.g. 'entmax15', 'entmax:1.25' or 'softmax') or learn_alpha=False")
         if learn_alpha:
-            a0 = self.mapping.alpha if self.mapping.kind == "entmax" and self.mapping.alpha > 1 else 1.5
+            a0 = self.mapping.alpha if self.mapping.alpha > 1 else 1.5
             self.alpha_param = alpha_parameter(a0, (num_heads,))
 
     @property
@@ -66,6 +76,9 @@ class KernelMultiheadAttention(nn.Module):
         return alpha_from_parameter(self.alpha_param) if self.learn_alpha else None
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        check_tensor(x, "x", dims=(3,))
+        if x.shape[-1] != self.embed_dim:
+            raise ValueError(f"x must be (batch, time, embed_dim={self.embed_dim}); got shape {tuple(x.shape)}")
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k, v = self.kv_proj(x).view(B, T, 2, self.num_kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, T, hd)
