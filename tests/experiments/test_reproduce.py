@@ -105,3 +105,19 @@ def test_a_sweep_run_folder_resumes_with_train_resume(tmp_path):
     log = lambda out: (spec.folder(out) / "metrics.jsonl").read_text()  # noqa: E731
     losses = lambda out: [(r["step"], r["train_loss"]) for r in map(json.loads, log(out).splitlines())]  # noqa: E731
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+
+
+def test_cpu_preset_is_the_comparison_the_issue_asks_for(capsys, tmp_path):
+    """Three seeds, ICLL at >= 3 training sizes, MQMTAR tested >= 16x beyond training, reverse; 120 runs."""
+    from kernelattn.experiments.presets import PRESETS
+    from kernelattn.experiments.reproduce import plan_runs
+
+    cpu = PRESETS["cpu"]
+    assert cpu.seeds == (0, 1, 2) and set(cpu.default_tasks) == {"reverse", "mqmtar", "icll"}
+    assert len(cpu.tasks["icll"].train_sizes) >= 3
+    mq = cpu.tasks["mqmtar"].options
+    assert max(mq["test_lengths"]) >= 16 * mq["train_max"]
+    runs = plan_runs(cpu, cpu.default_tasks, cpu.methods, cpu.seeds, ["memory_mosaics"])
+    assert len(runs) == 8 * 3 * (1 + 1 + 3)
+    assert main(["reproduce", "--preset", "cpu", "--tasks", "lm", "--out", str(tmp_path / "x")]) == 2
+    assert "the cpu preset runs reverse, mqmtar, icll" in capsys.readouterr().err

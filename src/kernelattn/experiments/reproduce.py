@@ -208,7 +208,9 @@ def reproduce(preset: str | Preset = "quick", tasks=None, methods=None, seeds=No
     seeds = list(p.seeds if seeds is None else seeds)
     for t in tasks:
         if t not in p.tasks:
-            raise ValueError(f"unknown task {t!r} in --tasks; choose from {', '.join(ALL_TASKS)}")
+            known = f"the {p.name} preset runs {', '.join(p.tasks)}" if t in ALL_TASKS else \
+                f"choose from {', '.join(ALL_TASKS)}"
+            raise ValueError(f"unknown task {t!r} in --tasks; {known}")
     from ..mappings import resolve_mapping
     for m in methods:
         resolve_mapping(m, topk=p.topk)  # fail before any training on a bad --methods
