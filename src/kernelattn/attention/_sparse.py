@@ -108,8 +108,27 @@ def threshold_lower_bound(maxima: Tensor, alpha: float | Tensor) -> tuple[Tensor
         slack = 1e-5 * (t.abs() + (1.0 / a)) + 4 * torch.finfo(cm.dtype).eps * mx0.abs()
         t_lb = torch.where(dead, torch.full_like(t, float("inf")), mx0 + (t - slack))
         return t_lb, mx
-    # other α (tensor, α → 1, α > 2): the row max alone, max - 1/a, is the bound (the
-    # normalised solver refines it on the candidates; near α = 1 the rows are dense anyway)
+    if convex:
+        # other α ≤ 2 (non-integer, per-row tensor, α → 1): Newton in normalised units
+        # ũ = a·(z − max − t) ∈ [0, 1] from t = −1/a, where no power can overflow; on the
+        # convex decreasing φ(t) = ‖ũ‖_m − 1 (m = 1/a) every iterate from the left stays
+        # below the root
+        m = 1.0 / a
+        tiny = torch.finfo(cm.dtype).tiny
+        cz = cm - mx0
+        t = -torch.ones_like(mx0) / a
+        for _ in range(BOUND_STEPS):
+            uu = ((cz - t) * a).clamp_(min=0)
+            g = _power(uu, m - 1, None)
+            S = (g * uu).sum(-1, keepdim=True)  # Σ ũ^m = ‖ũ‖_m^m
+            N = S.pow(a)
+            step = (N - 1) * S / (N * a * g.sum(-1, keepdim=True)).clamp_min(tiny)
+            t = t + torch.nan_to_num(step, nan=0.0, posinf=0.0).clamp_min(0)
+        slack = 1e-5 * (t.abs() + (1.0 / a)) + 4 * torch.finfo(cm.dtype).eps * mx0.abs()
+        t_lb = torch.where(dead, torch.full_like(t, float("inf")), mx0 + (t - slack))
+        return t_lb, mx
+    # α > 2: the row max alone, max - 1/a, is the bound (the normalised solver refines it
+    # on the candidates)
     t = mx0 - 1.0 / a
     # rounding: back off by a hair so float error can never push the bound past τ
     slack = 1e-5 * (t.abs() + (1.0 / a)) + 4 * torch.finfo(cm.dtype).eps * mx0.abs()
