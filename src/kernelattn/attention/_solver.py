@@ -34,6 +34,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..mappings.threshold import bracketed_newton, iteration_bound
+
 __all__ = ["BlockStats", "solve_entmax_block", "solve_entmax_rows", "solve_softmax_block", "integer_order"]
 
 MAX_ITER = 50
@@ -328,41 +330,17 @@ def _solve_normalised(values: Tensor, alpha, mx: Tensor, U: Tensor, W: Tensor, r
         v0 = (1.0 + a_t * (t_init.to(dt) - mx_fin)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).clamp(0.0, 1.0)
         v = torch.where(a_t <= 1, v0, v)
     sgn = 1.0 if edge else -1.0
-    done = dead.clone()
-    widths = [torch.full_like(lo, 2.0), torch.full_like(lo, 2.0)]
     noise = 2 * math.log2(values.shape[-1] + 1)  # rounding of a row sum (ragged: bounded by all)
-    last = torch.full_like(lo, math.inf)  # previous Newton step size
-    a_small = float(a_t.min()) if a_t.numel() else 1.0
-    max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+
+    def evaluate(v):
         Pw, G = normalised_weights(values, expand(v), m_x, edge, U, W)
-        F, F1 = rsum(Pw), rsum(G)
-        left = (F > 1) if not edge else (F < 1)
-        lo = torch.where(left, v, lo)
-        hi = torch.where(left, hi, v)
-        step = sgn * F * torch.expm1(-a * torch.log(F)) / F1
-        new = v + step
-        newton = (new > lo) & (new < hi) & torch.isfinite(step)
-        if not convex:
-            width = hi - lo
-            newton = newton & (cvx_rows | (width <= 0.5 * widths[0]))
-            widths = [widths[1], width]
-        tol_v = 2 * eps * torch.maximum(v, floor)
-        size = step.abs()
-        # convex rows: a Newton step below two rounding units, or one that stopped
-        # shrinking while at the rounding noise of the row sum, means converged
-        stalled = cvx_rows & newton & ((size <= tol_v) | ((size >= last) & (size <= noise * tol_v)))
-        # a row sum within its own rounding noise of 1 is as converged as it can get
-        # (convex rows: Newton from the left, so no oscillation hides behind it)
-        done = done | ((F - 1).abs() <= torch.where(cvx_rows, noise * eps, 2 * eps)) | (hi - lo <= tol_v) | stalled
-        if bool(done.all()):
-            break
-        last = torch.where(newton, size, torch.full_like(last, math.inf))  # compare Newton with Newton only
-        v = torch.where(done, v, torch.where(newton, new, (lo + hi) / 2))
-    else:
-        raise RuntimeError(f"attention threshold did not reach float resolution in {max_iter} steps; please report "
-                           "this input (it should be impossible)")
+        return rsum(Pw), rsum(G), Pw
+
+    # a row sum within its own rounding noise of 1 is as converged as it can get (convex
+    # rows: Newton from the left, so no oscillation hides behind it)
+    tol_f = torch.where(cvx_rows, noise * eps, 2 * eps)
+    v, n_iter, (F, F1, Pw) = bracketed_newton(evaluate, v, lo, hi, a, sgn, edge, convex, cvx_rows, floor, noise,
+                                              tol_f, dead.clone(), iteration_bound(a_t, eps), "attention threshold")
     f = torch.where(dead, torch.ones_like(F), F.clamp_min(tiny))
     f0 = torch.where(dead, torch.ones_like(F1), F1.clamp_min(tiny))
     t = mx_fin - v / a if edge else mx_fin + (v - 1) / a  # informative (page bounds); rebuild uses rel

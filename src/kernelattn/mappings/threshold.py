@@ -147,6 +147,59 @@ def entmax_weights(X: Tensor, v: Tensor, m: float | Tensor, int_m: int | None, e
     return w, w1
 
 
+def iteration_bound(a_t: Tensor, eps: float) -> int:
+    """Bisection alone closes the bracket to the stopping width within this many steps."""
+    a_small = float(a_t.min()) if a_t.numel() else 1.0
+    return int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
+
+
+def bracketed_newton(evaluate, v: Tensor, lo: Tensor, hi: Tensor, a, sgn: float, edge: bool, convex: bool,
+                     cvx_rows: Tensor, floor: Tensor, noise: float, tol_f, done: Tensor, max_iter: int, what: str):
+    """The safeguarded Newton of :func:`entmax_offset`, shared with the attention solvers.
+
+    Args:
+        evaluate: ``v -> (F, F1, *extra)``, per-row sums (R, 1) of the weights and of their
+            derivative at offsets ``v`` (R, 1); ``extra`` is returned from the last call.
+        v, lo, hi: first iterate and bracket (R, 1).
+        a: α − 1 (float or (R, 1)); ``sgn``: +1/unit when ``F`` increases with ``v`` (edge
+            offsets), −1 when it decreases.
+        cvx_rows: (R, 1) rows with α ≤ 2; ``floor``: (R, 1) scale of the bracket test;
+            ``noise``: rounding of a row sum in rounding units; ``tol_f``: row-sum tolerance
+            (float or (R, 1)); ``done``: rows already finished (e.g. fully masked).
+
+    Returns:
+        ``(v, n_iter, last)`` with ``last`` the final call's ``(F, F1, *extra)``. Raises ``RuntimeError`` after ``max_iter`` steps (bisection
+        alone converges within :func:`iteration_bound`, so that means a bug).
+    """
+    eps = torch.finfo(v.dtype).eps
+    widths = [torch.full_like(lo, 2.0), torch.full_like(lo, 2.0)]  # bracket widths two and one steps ago
+    last = torch.full_like(lo, math.inf)  # previous Newton step size
+    for n_iter in range(1, max_iter + 1):
+        F, F1, *extra = evaluate(v)
+        left = (F > 1) if not edge else (F < 1)  # v is left of the root
+        lo = torch.where(left, v, lo)
+        hi = torch.where(left, hi, v)
+        step = sgn * F * torch.expm1(-a * torch.log(F)) / F1
+        new = v + step
+        newton = (new > lo) & (new < hi) & torch.isfinite(step)
+        if not convex:
+            width = hi - lo
+            newton = newton & (cvx_rows | (width <= 0.5 * widths[0]))
+            widths = [widths[1], width]
+        tol_v = 2 * eps * torch.maximum(v, floor)
+        size = step.abs()
+        # convex rows: a Newton step below two rounding units, or one that stopped
+        # shrinking while at the rounding noise of the row sum, means converged
+        stalled = cvx_rows & newton & ((size <= tol_v) | ((size >= last) & (size <= noise * tol_v)))
+        done = done | ((F - 1).abs() <= tol_f) | (hi - lo <= tol_v) | stalled
+        if bool(done.all()):
+            return v, n_iter, (F, F1, *extra)
+        last = torch.where(newton, size, torch.full_like(last, math.inf))  # compare Newton with Newton only
+        v = torch.where(done, v, torch.where(newton, new, (lo + hi) / 2))
+    raise RuntimeError(f"{what} did not reach float resolution in {max_iter} steps; please report this input "
+                       "(it should be impossible)")
+
+
 def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None, score_units: bool = False
                   ) -> tuple[Tensor, int, bool]:
     """Solve ``Σ_j u_j^{1/a} = 1`` along the last dim, relative to the row maximum.
@@ -199,42 +252,31 @@ def entmax_offset(X: Tensor, a: float | Tensor, max_iter: int | None = None, sco
     hi = X.new_full(shape, 1.0 / unit)
     v = hi.clone() if edge else lo.clone()
     sgn = 1.0 / unit if edge else -1.0  # F increases with ρ, decreases with σ
-    done = torch.zeros(shape, dtype=torch.bool, device=X.device)
-    widths = [X.new_full(shape, 2.0), X.new_full(shape, 2.0)]  # bracket widths two and one steps ago
     noise = 2 * math.log2(X.shape[-1] + 1)  # rounding of a sum of n terms, in units of tol_v
-    last = X.new_full(shape, math.inf)  # previous Newton step size
     if max_iter is None:
-        a_small = float(a_t.min()) if a_t.numel() else 1.0
-        max_iter = int(2 * math.log2(1.0 / (eps * max(min(a_small, 1.0), eps)))) + 40
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+        max_iter = iteration_bound(a_t, eps)
+
+    def evaluate(v):
         w, w1 = entmax_weights(X, v, m, int_m, edge, unit)
-        F = w.sum(dim=-1, keepdim=True)
-        F1 = w1.sum(dim=-1, keepdim=True)
-        left = (F > 1) if not edge else (F < 1)  # v is left of the root
-        lo = torch.where(left, v, lo)
-        hi = torch.where(left, hi, v)
-        step = sgn * F * torch.expm1(-a * torch.log(F)) / F1
-        new = v + step
-        newton = (new > lo) & (new < hi) & torch.isfinite(step)
-        if not convex:
-            width = hi - lo
-            newton = newton & (cvx_rows | (width <= 0.5 * widths[0]))
-            widths = [widths[1], width]
-        tol_v = 2 * eps * torch.maximum(v, floor)
-        size = step.abs()
-        # convex rows: a Newton step below two rounding units, or one that stopped
-        # shrinking while at the rounding noise of the row sum, means converged
-        stalled = cvx_rows & newton & ((size <= tol_v) | ((size >= last) & (size <= noise * tol_v)))
-        done = done | ((F - 1).abs() <= tol_f) | (hi - lo <= tol_v) | stalled
-        if bool(done.all()):
-            break
-        last = torch.where(newton, size, torch.full_like(last, math.inf))  # compare Newton with Newton only
-        v = torch.where(done, v, torch.where(newton, new, (lo + hi) / 2))
-    else:
-        raise RuntimeError(f"entmax threshold did not reach float resolution in {max_iter} steps; please report "
-                           "this input (it should be impossible)")
+        return w.sum(dim=-1, keepdim=True), w1.sum(dim=-1, keepdim=True)
+
+    v, n_iter, _ = bracketed_newton(evaluate, v, lo, hi, a, sgn, edge, convex, cvx_rows, floor, noise, tol_f,
+                                    torch.zeros(shape, dtype=torch.bool, device=X.device), max_iter,
+                                    "entmax threshold")
     return v, n_iter, edge
+
+
+def _relative(x: Tensor, alpha):
+    """``(X, mx, dead, am1)``: the scores relative to the row max in units of ``α − 1``
+    (the max entry 0, masked entries ``-inf``), the row max (0 on a fully masked row),
+    which rows are fully masked, and ``α − 1``."""
+    mx = x.amax(dim=-1, keepdim=True)
+    dead = torch.isneginf(mx)
+    mx = torch.where(dead, torch.zeros_like(mx), mx)
+    am1 = alpha - 1
+    if isinstance(am1, Tensor):
+        am1 = am1.to(x.dtype)
+    return (x - mx) * am1, mx, dead, am1
 
 
 def _newton_sparse_orders(x: Tensor, alpha: float, tol: float | None = None, max_iter: int = 40):
@@ -244,13 +286,7 @@ def _newton_sparse_orders(x: Tensor, alpha: float, tol: float | None = None, max
     with ``tau`` in the units of ``X`` (monotone convergence: the iteration cap is never what stops it
     on a finite row, as the support can only shrink, at most n times)."""
     tol = _default_tol(x.dtype) if tol is None else tol
-    mx = x.amax(dim=-1, keepdim=True)
-    dead = torch.isneginf(mx)
-    mx = torch.where(dead, torch.zeros_like(mx), mx)
-    am1 = alpha - 1
-    if isinstance(am1, Tensor):
-        am1 = am1.to(x.dtype)
-    X = (x - mx) * am1  # max entry is 0, masked stay -inf
+    X, mx, dead, am1 = _relative(x, alpha)
     m = 1.0 / am1
     int_m = None
     if not isinstance(m, Tensor) and abs(m - round(m)) < 1e-9:
@@ -327,13 +363,7 @@ def entmax_threshold(
         err = ((X - tau).clamp_min(0) ** int_m).sum(dim=-1, keepdim=True) - 1
         if bool(((err.abs() <= 1e3 * _default_tol(x.dtype)) | dead).all()):
             return torch.where(dead, torch.full_like(tau, float("inf")), tau + mx * am1), n_iter
-    mx = x.amax(dim=-1, keepdim=True)
-    dead = torch.isneginf(mx)
-    mx = torch.where(dead, torch.zeros_like(mx), mx)
-    am1 = alpha - 1
-    if isinstance(am1, Tensor):
-        am1 = am1.to(x.dtype)
-    X = (x - mx) * am1  # max entry is 0, masked stay -inf
+    X, mx, dead, am1 = _relative(x, alpha)
     X = torch.where(dead, torch.zeros_like(X), X)
     v, n_iter, edge = entmax_offset(X, am1)
     tau = -v if edge else v - 1
