@@ -66,9 +66,9 @@ def _draw(ax, series, scale=1.0):
 def _percent_axis(ax, series) -> str:
     """Draw fractions as percentages on a y-range that separates the methods; returns the axis unit.
 
-    All values >= 50 %: a linear axis zoomed to them. Most values >= 90 % but some far
-    below (e.g. one method that fails): a logit axis, which spreads 96 % from 99.9 %.
-    Otherwise linear 0-100.
+    All values >= 50 %: a linear axis zoomed to them. At least half the values >= 50 % and
+    all of those >= 80 %, the rest far below (methods that fail): a logit axis, which
+    spreads 85 % from 96 % from 99.9 % and still shows the failures. Otherwise linear 0-100.
     """
     vals = sorted(y for (_, ys, _, _) in series.values() for y in ys)
     if vals and vals[0] >= 0.5:
@@ -76,7 +76,8 @@ def _percent_axis(ax, series) -> str:
         span = max(100 * (vals[-1] - vals[0]), 2.0)
         ax.set_ylim(max(0.0, 100 * vals[0] - 0.1 * span), min(100.5, 100 * vals[-1] + 0.1 * span))
         return "%"
-    if vals and vals[len(vals) // 4] >= 0.9:  # three quarters of the points at >= 90 %
+    working = [v for v in vals if v >= 0.5]
+    if vals and 2 * len(working) >= len(vals) and working[0] >= 0.8:
         lo, hi = 0.003, 0.9995  # exact 0 % and 100 % have no place on a logit axis: drawn at its edges
         clipped = {k: (xs, [min(max(y, lo), hi) for y in ys], sd, ns) for k, (xs, ys, sd, ns) in series.items()}
         _draw(ax, clipped, 1.0)
