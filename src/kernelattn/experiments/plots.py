@@ -63,6 +63,21 @@ def _draw(ax, series, scale=1.0):
             ax.plot(xs, yy, color=color, ls=ls, marker="o", ms=3, label=label)
 
 
+def _by_method(ax, series, scale: float) -> None:
+    """One point per model (± std over seeds where there are several); baselines as horizontal lines."""
+    keys = [k for k in _sorted_keys(series) if k[1] != "none"]
+    for i, key in enumerate(keys):
+        _, ys, sd, ns = series[key]
+        color, _ = _STYLE.get(key[0], (None, "-"))
+        ax.errorbar([i], [scale * ys[0]], yerr=[scale * sd[0]] if ns[0] > 1 else None, color=color, marker="o",
+                    ms=5, capsize=2, ls="none", label=key[0])
+    for key in _sorted_keys(series):
+        if key[1] == "none":  # the n-gram baselines: no model, one value per test set
+            color, ls = _STYLE.get(key[0], (None, "-."))
+            ax.axhline(scale * series[key][1][0], color=color, ls=ls, lw=1, label=key[0])
+    ax.set_xticks(range(len(keys)), [k[0] for k in keys], rotation=45, ha="right", fontsize=8)
+
+
 def _percent_axis(ax, series) -> str:
     """Draw fractions as percentages on a y-range that separates the methods; returns the axis unit.
 
@@ -135,11 +150,20 @@ def plot_all(records: list[dict], out: Path) -> list[Path]:
     if any(r["task"] == "icll" for r in records):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
         acc = _series(records, "icll", "accuracy", "train_size")
-        axes[0].set(ylabel="greedy accuracy, " + _percent_axis(axes[0], acc))
-        _draw(axes[1], _series(records, "icll", "tvd", "train_size"))
+        tvd = _series(records, "icll", "tvd", "train_size")
+        sizes = sorted({x for xs, _, _, _ in acc.values() for x in xs})
+        if len(sizes) == 1:  # one training size: the methods side by side, the baselines as lines
+            _by_method(axes[0], acc, 100.0)
+            _by_method(axes[1], tvd, 1.0)
+            axes[0].set(ylabel="greedy accuracy, %")
+            for ax, title in zip(axes, ("ICLL: greedy accuracy", "ICLL: total-variation distance")):
+                ax.set_title(f"{title} ({sizes[0]} training automata)", fontsize=9)
+        else:
+            axes[0].set(ylabel="greedy accuracy, " + _percent_axis(axes[0], acc))
+            _draw(axes[1], tvd)
+            for ax, title in zip(axes, ("ICLL: greedy accuracy", "ICLL: total-variation distance")):
+                ax.set(xscale="log", xlabel="training automata", title=title)
         axes[1].set(ylabel="TV distance (lower is better)")
-        for ax, title in zip(axes, ("ICLL: greedy accuracy", "ICLL: total-variation distance")):
-            ax.set(xscale="log", xlabel="training automata", title=title)
         _figure_legend(fig, axes)
         fig.suptitle(f"In-context language learning ({note})", fontsize=10)
         p = out / "icll.png"

@@ -93,10 +93,11 @@ PRESETS: dict[str, Preset] = {
                                steps=300),
             # RegBench's generator at seq_len 64 (10..19 strings of 1..2 letters) with one layer of 4
             # heads in the paper code's parametrization (exp(10 p) for β, λ and the value scale;
-            # unnormalised persistent-memory keys), which learns this task about twice as fast per
-            # step as ours (softmax, 10 000 automata, 3000 steps: TVD 0.474 vs 0.499; the 3-gram
-            # scores 0.481). Below ~10 000 automata these 3000 steps overfit (1000: 0.554, 3000:
-            # 0.491), so quick trains at the one size where a CPU budget shows ICLL learning.
+            # unnormalised persistent-memory keys), which learns this task faster per step than
+            # ours (softmax, 10 000 automata, 3000 steps: TVD 0.474 vs 0.501; the 3-gram scores
+            # 0.481; benchmarks/icll_pilot.py). Below 10 000 automata these 3000 steps over-fit
+            # (1000: 0.554, 3000: 0.491), so quick trains at the one size where a CPU budget
+            # shows ICLL learning.
             "icll": _icll_cpu(n_test=100, train_sizes=(10000,)),
             "lm": TaskPlan(options=dict(n_stories=1500), seq_len=128, steps=300, batch_size=16, lr=2e-3),
         },
