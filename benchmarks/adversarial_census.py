@@ -101,6 +101,12 @@ def rnd(*shape, dtype=torch.float32):
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
 
+def qkv64():
+    """float64 q, k ``(1, 2, 12, 8)`` and v ``(1, 2, 12, 4)``, drawn in that order."""
+    return rnd(1, 2, 12, 8, dtype=torch.float64), rnd(1, 2, 12, 8, dtype=torch.float64), \
+        rnd(1, 2, 12, 4, dtype=torch.float64)
+
+
 # -- large scores collapse
 for method, alpha in (("sparsemax", 2.0), ("entmax15", 1.5), ("entmax43", 4 / 3), ("entmax:1.25", 1.25)):
     for backend in ("blocked", "sparse"):
@@ -114,8 +120,7 @@ for method, alpha in (("sparsemax", 2.0), ("entmax15", 1.5), ("entmax43", 4 / 3)
             case("large scores")(_f)
 
         def _f64(method=method, alpha=alpha, backend=backend):
-            q, k, v = rnd(1, 2, 12, 8, dtype=torch.float64), rnd(1, 2, 12, 8, dtype=torch.float64), \
-                rnd(1, 2, 12, 4, dtype=torch.float64)
+            q, k, v = qkv64()
             q = q * 1e4
             return kernel_attention(q, k, v, method=method, scale=1e4, backend=backend), \
                 attn_ref(q, k, v, alpha, 1e4), 1e-6
@@ -134,8 +139,7 @@ for method, alpha in (("sparsemax", 2.0), ("entmax15", 1.5), ("entmax43", 4 / 3)
         case("large scores")(_mask)
 
         def _mask64(method=method, alpha=alpha, backend=backend):
-            q, k, v = rnd(1, 2, 12, 8, dtype=torch.float64), rnd(1, 2, 12, 8, dtype=torch.float64), \
-                rnd(1, 2, 12, 4, dtype=torch.float64)
+            q, k, v = qkv64()
             m = torch.zeros(12, 12, dtype=torch.float64)
             m[3] = -1e9  # entmax is shift invariant: the row's answer is unchanged (to 1e-9 · ulp)
             return kernel_attention(q, k, v, attn_mask=m, method=method, backend=backend), \

@@ -29,6 +29,7 @@ import yaml
 from kernelattn.experiments.presets import PRESETS
 from kernelattn.experiments.reproduce import RunSpec, execute_run
 from kernelattn.tasks import icll
+from kernelattn.training.config import ConfigError
 
 
 def _pairs(items: list[str], what: str) -> dict:
@@ -85,25 +86,28 @@ def main() -> None:
     icll.ICLLTask.final_metrics = keep
     out = args.out or tempfile.mkdtemp(prefix="icll-pilot-")
     t0 = time.perf_counter()
-    execute_run(RunSpec("icll", args.method, args.seed, train_size=args.train_size), preset, out,
-                threads=args.threads)
+    try:
+        execute_run(RunSpec("icll", args.method, args.seed, train_size=args.train_size), preset, out,
+                    threads=args.threads)
+    except (ConfigError, ValueError) as e:  # a bad --model/--plan value or method: one line, not a traceback
+        raise SystemExit(f"icll_pilot: {e}") from None
+    finally:
+        icll.ICLLTask.final_metrics = scorer
     seconds = time.perf_counter() - t0
     task, model = captured["task"], captured["model"]
     x, valid, scored = task.eval_set("test")
     p_model = task.model_probs(model, x, "cpu").double()
     p_gram = icll.ngram_probs(x, 3)
-    q = icll.true_distribution(valid)
-    tv_model = 0.5 * (p_model - q).abs().sum(-1)
-    tv_gram = 0.5 * (p_gram - q).abs().sum(-1)
     pos = _position_in_string(x)
+    tvd = icll.total_variation
     print(f"{args.method}, {args.train_size} automata, seq_len {plan.seq_len}, {plan.steps} steps, "
           f"model {plan.model}: trained and scored in {seconds:.0f} s")
-    print(f"test TVD: model {tv_model[scored].mean():.4f}, 3-gram {tv_gram[scored].mean():.4f}")
+    print(f"test TVD: model {tvd(p_model, valid, scored):.4f}, 3-gram {tvd(p_gram, valid, scored):.4f}")
     print("position | scored | model TVD | 3-gram TVD | model mass on valid letters")
     for k in range(int(pos[scored].max()) + 1):
         m = scored & (pos == k)
         if m.any():
-            print(f"{k:8d} | {int(m.sum()):6d} | {tv_model[m].mean():9.3f} | {tv_gram[m].mean():10.3f} | "
+            print(f"{k:8d} | {int(m.sum()):6d} | {tvd(p_model, valid, m):9.3f} | {tvd(p_gram, valid, m):10.3f} | "
                   f"{(p_model * valid).sum(-1)[m].mean():.3f}")
 
 
