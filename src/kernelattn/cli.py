@@ -247,7 +247,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the paper's comparison of kernels: tasks x methods x seeds, resumable; "
                                          "results.json, results.md and PNG plots",
                        epilog=LISTS_NOTE)
-    p.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; the default), paper (the paper's "
+    p.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; the default), cpu (three seeds, "
+                                                     "about 94 min on 2 cores), paper (the paper's "
                                                      "sizes, for a GPU) or smoke (every task in about a minute, "
                                                      "numbers meaningless: checks a set-up)")
     p.add_argument("--tasks", nargs="+", default=None,

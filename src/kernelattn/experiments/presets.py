@@ -2,7 +2,7 @@
 
 ``quick`` is sized for a 2-core CPU (the whole default sweep in minutes, tiny models,
 short training) and still reaches high in-distribution accuracy on the synthetic tasks;
-``cpu`` is the comparison sized to mean something on a 2-core CPU in at most 90 minutes
+``cpu`` is the comparison sized to mean something on a 2-core CPU in about 94 minutes
 (resumable, so it can run in parts): reverse trained until it is learned in
 distribution, MQMTAR tested at 16× its longest training context, ICLL at three training
 sizes, all with three seeds;
@@ -106,7 +106,7 @@ PRESETS: dict[str, Preset] = {
         default_tasks=("copy", "reverse", "mqmtar", "icll", "lm"),
     ),
     # The comparison at CPU scale: three tasks, eight methods, three seeds, 120 runs (see the
-    # README for the measured wall time). Reverse at 2000 steps is learned in distribution by
+    # README for its time on 2 cores). Reverse at 2000 steps is learned in distribution by
     # softmax and sparsemax (100% exact, pilot); MQMTAR with one query trained on contexts
     # 32-64 is tested at 1024 (16x); ICLL at 10 000, 20 000 and 40 000 training automata.
     "cpu": Preset(
